@@ -1,0 +1,123 @@
+"""The job waiter: ``python -m labkit._waiter`` starts a job's command and records its end.
+
+Only a parent can learn a child's exit status, so every detached job gets a small waiter
+as its parent. The waiter daemonises first (fork, parent exits) so the program that asked
+for the job (a notebook kernel, the CLI) is never left with a zombie; it then starts the
+command, writes ``job.json`` atomically, reports readiness on a pipe, waits, and writes
+``exit.json`` atomically when the command ends.
+
+The waiter is also a child subreaper (``PR_SET_CHILD_SUBREAPER``): workers orphaned by a
+crashed job are re-parented to it instead of to PID 1, and it reaps them, so a job never
+leaves zombies behind, even in a container whose PID 1 does not reap (what ``docker run
+--init`` and tini fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from labkit._atomic import write_json_atomic
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _job_preexec(mode: str):
+    def prepare() -> None:  # in the child, before exec
+        # The waiter ignores these; ignored signals survive exec, so give the job the defaults.
+        for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        if mode == "nohup":
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            os.setpgid(0, 0)  # own group in the caller's session, like a shell's background job
+
+    return prepare
+
+
+def _command_for(mode: str, command: list[str]) -> list[str]:
+    if mode == "nohup" and shutil.which("nohup"):
+        return ["nohup", *command]  # the real tool: it sets SIGHUP to ignored and execs the command
+    return command
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the job, record it, wait for it, record its exit."""
+    parser = argparse.ArgumentParser(prog="python -m labkit._waiter")
+    parser.add_argument("--job-dir", type=Path, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--mode", choices=("setsid", "nohup"), required=True)
+    parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--ready-fd", type=int, required=True)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+
+    if args.mode == "setsid":
+        os.setsid()  # the waiter leaves the caller's terminal; the job gets a session of its own
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    if os.fork() > 0:
+        os._exit(0)  # the caller reaps this intermediate at once; the waiter lives on
+    _become_subreaper()
+
+    ready = os.fdopen(args.ready_fd, "w")
+    try:
+        with open(args.job_dir / "job.log", "ab", buffering=0) as log:
+            child = subprocess.Popen(
+                _command_for(args.mode, command), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=(args.mode == "setsid"),
+                preexec_fn=_job_preexec(args.mode),
+            )
+    except OSError as err:
+        ready.write(f"error: cannot start {command[0]!r}: {err.strerror}\n")
+        ready.close()
+        return 127
+    proc = psutil.Process(child.pid)
+    write_json_atomic(args.job_dir / "job.json", {
+        "name": args.name, "pid": child.pid, "create_time": proc.create_time(),
+        "pgid": os.getpgid(child.pid), "sid": os.getsid(child.pid), "mode": args.mode,
+        "command": command, "run_dir": args.run_dir, "log": str(args.job_dir / "job.log"),
+        "started_at": time.time(), "waiter_pid": os.getpid(), "cwd": os.getcwd(),
+    })
+    ready.write(f"ok {child.pid}\n")
+    ready.close()
+
+    _reap_until_all_gone(child.pid, args.job_dir / "exit.json")
+    return 0
+
+
+def _reap_until_all_gone(main_pid: int, exit_file: Path) -> None:
+    """Reap every child (the job, then orphans re-parented to us); record the job's exit."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        if pid != main_pid:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        write_json_atomic(exit_file, {
+            "pid": pid, "exit_code": 128 - code if code < 0 else code,
+            "signal": signal.Signals(-code).name if code < 0 else None, "ended_at": time.time(),
+        })
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Atomic, checksummed checkpoints shared by the trainer and the lessons.
+
+A checkpoint is one file::
+
+    LABKITCK1\\n
+    {"format": 1, "step": 120, "payload_bytes": ..., "payload_sha256": ..., "covers": [...]}\\n
+    <payload: an uncompressed .npz holding the arrays and a ``__meta__`` JSON blob>
+
+The checksum covers the whole payload, so the arrays *and* the metadata (RNG state,
+position in the epoch) are verified together; the header only repeats what is needed
+to list checkpoints cheaply.
+
+Writing goes to a temporary file in the same folder, which is flushed, fsynced and
+then ``os.replace``-d onto its final name; the folder is fsynced last so the rename
+itself survives a power cut. A process killed at any moment therefore leaves either
+the previous set of checkpoints or the new one, never a half-written file under a
+checkpoint's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labkit._atomic import unlink_quietly, write_atomic
+from labkit.errors import CheckpointCorrupt, NoCheckpoint
+
+MAGIC = b"LABKITCK1\n"
+META_KEY = "__meta__"
+_NAME = re.compile(r"^ckpt-(\d{8})\.lkc$")
+_TEMP_PREFIX = ".ckpt-tmp-"
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint: its arrays, its metadata and where it came from."""
+
+    step: int
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    path: Path | None = None
+
+
+@dataclass
+class ResumeResult:
+    """The newest checkpoint that verified, and the newer ones skipped with reasons."""
+
+    checkpoint: Checkpoint
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
+    """Return the file name a checkpoint of ``step`` has in ``directory``."""
+    return Path(directory) / f"ckpt-{step:08d}.lkc"
+
+
+def encode(step: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
+    """Serialise a checkpoint to bytes (header + checksummed payload)."""
+    if META_KEY in arrays:
+        raise ValueError(f"array name {META_KEY!r} is reserved")
+    buffer = io.BytesIO()
+    meta_blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    np.savez(buffer, **arrays, **{META_KEY: meta_blob})
+    payload = buffer.getvalue()
+    header = {
+        "format": 1,
+        "step": int(step),
+        "payload_bytes": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "covers": sorted(arrays) + [META_KEY],
+    }
+    return MAGIC + json.dumps(header).encode() + b"\n" + payload
+
+
+def decode(data: bytes, path: str = "<bytes>") -> Checkpoint:
+    """Verify and parse checkpoint bytes.
+
+    Raises:
+        CheckpointCorrupt: wrong magic, unreadable header, truncated payload,
+            checksum mismatch or an unreadable archive.
+    """
+    if not data.startswith(MAGIC):
+        raise CheckpointCorrupt(path, "not a labkit checkpoint (bad magic bytes)")
+    end = data.find(b"\n", len(MAGIC))
+    if end < 0:
+        raise CheckpointCorrupt(path, "header is truncated")
+    try:
+        header = json.loads(data[len(MAGIC):end])
+        size, digest = int(header["payload_bytes"]), str(header["payload_sha256"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointCorrupt(path, f"header is damaged ({err})") from err
+    if header.get("format") != 1:
+        raise CheckpointCorrupt(path, f"unknown format {header.get('format')!r} (a newer labkit wrote it?)")
+    payload = data[end + 1:]
+    if len(payload) != size:
+        raise CheckpointCorrupt(path, f"truncated: {len(payload)} of {size} payload bytes")
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise CheckpointCorrupt(path, "checksum mismatch (the file was altered or partly written)")
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        meta = json.loads(arrays.pop(META_KEY).tobytes())
+    except Exception as err:  # checksum matched, so this is a writer bug; still never load it
+        raise CheckpointCorrupt(path, f"archive unreadable ({err})") from err
+    return Checkpoint(step=int(header["step"]), arrays=arrays, meta=meta, path=Path(path))
+
+
+def save(
+    directory: str | os.PathLike,
+    step: int,
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    keep: int = 0,
+) -> Path:
+    """Atomically save a checkpoint for ``step``; keep only the newest ``keep`` (0 keeps all).
+
+    >>> save(run_dir / "checkpoints", 10, {"w": weights}, {"epoch": 0}, keep=3)  # doctest: +SKIP
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_path(directory, step)
+    write_atomic(path, encode(step, arrays, meta), temp_prefix=_TEMP_PREFIX)
+    if keep > 0:
+        prune(directory, keep)
+    return path
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """Read and verify one checkpoint file.
+
+    Raises:
+        CheckpointCorrupt: the file is unreadable or fails verification.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise CheckpointCorrupt(str(path), f"cannot read ({err.strerror})") from err
+    return decode(data, str(path))
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Return ``(step, path)`` of every checkpoint file in ``directory``, newest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for entry in directory.iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry))
+    return sorted(found, reverse=True)
+
+
+def load_latest(directory: str | os.PathLike) -> ResumeResult:
+    """Load the newest checkpoint that verifies, skipping (and reporting) corrupt ones.
+
+    Raises:
+        NoCheckpoint: no checkpoint in ``directory`` verifies.
+    """
+    skipped: list[tuple[Path, str]] = []
+    for _, path in list_checkpoints(directory):
+        try:
+            return ResumeResult(load(path), skipped)
+        except CheckpointCorrupt as err:
+            skipped.append((path, err.reason))
+    raise NoCheckpoint(str(directory), skipped=len(skipped))
+
+
+def prune(directory: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints; return what was deleted."""
+    removed = []
+    for _, path in list_checkpoints(directory)[keep:]:
+        unlink_quietly(path)
+        removed.append(path)
+    return removed
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete temporary files left by a writer that was killed mid-save."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.iterdir() if p.name.startswith(_TEMP_PREFIX)]
+    for path in stale:
+        unlink_quietly(path)
+    return stale

@@ -1,0 +1,242 @@
+"""The ``labkit`` command (contract in docs/cli.md and ../shared/design.md).
+
+Exit codes: 0 success, 1 the thing asked failed, 2 bad usage or input. Every error is
+one line on stderr; a traceback means a bug in labkit, never a user mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import psutil
+
+from labkit.errors import BadArgument, LabkitError
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (argparse prints usage + error by default)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BadArgument(f"{message} (see `{self.prog} --help`)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the parser of every ``labkit`` sub-command."""
+    from labkit import __version__
+
+    parser = _Parser(prog="labkit", description="A hands-on lab on managing ML training processes on Linux.")
+    parser.add_argument("--version", action="version", version=f"labkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    doctor = sub.add_parser("doctor", help="what this machine can do for the lessons")
+    doctor.add_argument("--json", action="store_true", help="one JSON object")
+
+    train = sub.add_parser("train", help="run the simulated trainer in the foreground")
+    from labkit.trainer.config import add_arguments
+
+    add_arguments(train)
+
+    lab = sub.add_parser("lab", help="open JupyterLab on the lessons")
+    lab.add_argument("--notebook-dir", type=Path, default=None, help="default: the lab's notebooks/")
+    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to `jupyter lab`")
+
+    _add_jobs_parser(sub)
+    return parser
+
+
+def _add_jobs_parser(sub) -> None:
+    jobs = sub.add_parser("jobs", help="start, watch and stop detached jobs")
+    jsub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", parser_class=_Parser)
+    jsub.required = True
+    start = jsub.add_parser("start", help="start a detached job (default: the trainer); CMD after --")
+    start.add_argument("name")
+    start.add_argument("--mode", choices=("setsid", "nohup"), default="setsid",
+                       help="setsid: own session; nohup: ignores SIGHUP in this session")
+    start.add_argument("--run-dir", type=Path, default=None, help="the trainer's run folder")
+    start.add_argument("--json", action="store_true")
+    stop = jsub.add_parser("stop", help="signal the job's group, wait, escalate to SIGKILL")
+    stop.add_argument("name")
+    stop.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds before SIGKILL")
+    stop.add_argument("--signal", default="SIGTERM", help="first signal (default SIGTERM)")
+    stop.add_argument("--json", action="store_true")
+    status = jsub.add_parser("status", help="state, pid and exit code of one job or all")
+    status.add_argument("name", nargs="?")
+    status.add_argument("--json", action="store_true", help="one JSON object per job, one per line")
+    listing = jsub.add_parser("list", help="every known job")
+    listing.add_argument("--json", action="store_true", help="one JSON object per job, one per line")
+    logs = jsub.add_parser("logs", help="the job's console output")
+    logs.add_argument("name")
+    logs.add_argument("--lines", "-n", type=_non_negative_int, default=None)
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    signal_ = jsub.add_parser("signal", help="send a signal to the job's process group")
+    signal_.add_argument("name")
+    signal_.add_argument("signal")
+    remove = jsub.add_parser("remove", help="forget an ended job")
+    remove.add_argument("name")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``labkit`` with ``argv``; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv, command = _split_command(argv)
+        args = build_parser().parse_args(argv)
+        return _dispatch(args, command)
+    except LabkitError as err:
+        print(f"labkit: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except psutil.NoSuchProcess as err:
+        print(f"labkit: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `labkit jobs logs x | head`
+        sys.stderr.close()
+        return 0
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``jobs start NAME ... -- CMD ...`` into labkit's arguments and the command."""
+    if argv[:2] == ["jobs", "start"] and "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1:]
+    return argv, []
+
+
+def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
+    if args.command == "doctor":
+        from labkit import doctor
+
+        return doctor.main(as_json=args.json)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "lab":
+        return _lab(args)
+    return _jobs(args, command)
+
+
+def _train(args: argparse.Namespace) -> int:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # before numpy loads: see labkit/trainer/__main__.py
+    from labkit.trainer import config_from_args, run
+
+    return run(config_from_args(args))
+
+
+def _lab(args: argparse.Namespace) -> int:
+    import shutil
+
+    folder = args.notebook_dir or _default_notebooks()
+    if not folder.is_dir():
+        raise BadArgument(f"no notebooks folder at {folder}; pass --notebook-dir")
+    jupyter = shutil.which("jupyter-lab") or shutil.which("jupyter")
+    if jupyter is None:
+        raise LabkitError("JupyterLab is not installed: pip install jupyterlab")
+    command = [jupyter] + ([] if jupyter.endswith("jupyter-lab") else ["lab"])
+    command += [f"--notebook-dir={folder}"]
+    if os.geteuid() == 0:
+        command.append("--allow-root")  # common in containers; Jupyter refuses root otherwise
+    extra = args.jupyter_args[1:] if args.jupyter_args[:1] == ["--"] else args.jupyter_args
+    print(f"labkit: opening JupyterLab on {folder}", file=sys.stderr)
+    os.execv(command[0], command + extra)
+    return 0  # not reached
+
+
+def _default_notebooks() -> Path:
+    here = Path.cwd() / "notebooks"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _jobs(args: argparse.Namespace, command: list[str]) -> int:
+    from labkit import jobs
+    from labkit.signals import explain_exit_code, parse_signal
+
+    action = args.jobs_command
+    if action == "start":
+        job = jobs.start(args.name, command or None, mode=args.mode, run_dir=args.run_dir)
+        if args.json:
+            print(json.dumps(job.status()))
+        else:
+            print(f"started job {job.name}: pid {job.pid}, group {job.pgid}, mode {args.mode}, "
+                  f"log {job.log_path}" + (f", run dir {job.run_dir}" if job.run_dir else ""))
+        return 0
+    if action == "stop":
+        result = jobs.Job(args.name).stop(timeout_s=args.timeout, sig=args.signal)
+        if args.json:
+            print(json.dumps(result.as_dict()))
+        elif result.signal_sent is None:
+            print(f"job {result.name} had already ended: {explain_exit_code(result.exit_code)}")
+        else:
+            how = f"did not exit within {args.timeout:g} s, sent SIGKILL; " if result.escalated else ""
+            print(f"job {result.name} (pid {result.pid}): sent {result.signal_sent}; {how}"
+                  f"ended after {result.seconds:.2f} s with {explain_exit_code(result.exit_code)}")
+        return 0
+    if action in ("status", "list"):
+        selected = [jobs.Job(args.name)] if getattr(args, "name", None) else jobs.list_jobs()
+        for job in selected:
+            _print_status(job.status(), args.json)
+        if not selected and not args.json:
+            print("no jobs yet: `labkit jobs start NAME` starts one")
+        return 0
+    if action == "logs":
+        job = jobs.Job(args.name)
+        if args.follow:
+            print(job.logs(args.lines if args.lines is not None else 10), end="", flush=True)
+            for _ in job.follow():  # the first chunk repeats what was printed: skip it
+                break
+            for chunk in job.follow():
+                print(chunk, end="", flush=True)
+        else:
+            print(job.logs(args.lines), end="")
+        return 0
+    if action == "signal":
+        wanted = parse_signal(args.signal)  # a bad signal name is reported before a bad job name
+        job = jobs.Job(args.name)
+        sent = job.send_signal(wanted)
+        print(f"sent {sent.name} to job {job.name} (process group {job.pgid})")
+        return 0
+    if action == "remove":
+        jobs.remove(args.name)
+        print(f"removed job {args.name}")
+        return 0
+    raise BadArgument(f"unknown jobs action {action!r}")
+
+
+def _print_status(status: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(status))
+        return
+    from labkit.signals import explain_exit_code
+
+    ended = "" if status["alive"] else f", {explain_exit_code(status['exit_code'])}"
+    extra = len(status["group_members"]) - (1 if status["alive"] else 0)
+    left = f", {extra} other process(es) still in its group" if extra > 0 else ""
+    print(f"{status['name']}: {status['state']}, pid {status['pid']}, mode {status['mode']}{ended}{left}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

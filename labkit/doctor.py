@@ -1,0 +1,384 @@
+"""Capability detection: what this machine lets the lessons do (``labkit doctor``).
+
+Every check looks instead of assuming (tools on PATH, /proc, the cgroup mounts, NVML). A check
+that finds nothing, or fails, becomes a capability that is not available, with a hint saying what
+the learner can do and what the lessons do instead; :func:`check` never raises.
+
+>>> from labkit import doctor
+>>> doctor.check().get("tmux").ok in (True, False)
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["Capability", "Report", "check", "main", "find_tool", "TOOL_NAMES", "CAPABILITY_NAMES"]
+
+_PROC = "/proc"  # tests point this at an empty folder to play a machine without /proc (macOS)
+_CAP_SYS_PTRACE = 19  # bit number in CapEff, see capabilities(7)
+_PROBE_PREFIX = "labkit-doctor-"
+
+# tool -> (arguments that print its version cheaply, hint when it is missing)
+_TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
+    "tmux": (("-V",), "apt install tmux; lesson 02 uses setsid and nohup instead"),
+    "screen": (("-v",), "apt install screen; lesson 02 uses tmux or setsid instead"),
+    "strace": (("-V",), "apt install strace; lesson 05 reads /proc/PID/syscall and wchan instead"),
+    "lsof": (("-v",), "apt install lsof; lesson 05 lists /proc/PID/fd instead"),
+    "gdb": (("--version",), "apt install gdb; lesson 05 uses py-spy or SIGUSR1 stack dumps instead"),
+    "py-spy": (("--version",), "pip install py-spy; lesson 05 gets the trainer's stacks with SIGUSR1 instead"),
+    "cpulimit": (("-h",), "apt install cpulimit; lesson 04 uses labkit's SIGSTOP/SIGCONT throttle instead"),
+    "prlimit": (("--version",), "apt install util-linux; lesson 04 sets rlimits with Python's resource module"),
+    "taskset": (("--version",), "apt install util-linux; lesson 04 uses os.sched_setaffinity instead"),
+    "stress-ng": (("--version",), "apt install stress-ng; lesson 04 loads the machine with trainer faults instead"),
+    "systemd-analyze": (("--version",), "apt install systemd; lesson 03 lints units with labkit's own rules only"),
+    "nohup": (("--version",), "part of coreutils; lesson 02 ignores SIGHUP from Python instead"),
+    "setsid": (("--version",), "part of util-linux; lesson 02 uses Popen(start_new_session=True) instead"),
+}
+TOOL_NAMES: tuple[str, ...] = tuple(_TOOLS)
+CAPABILITY_NAMES: tuple[str, ...] = (
+    *TOOL_NAMES, "systemctl-user", "systemd-pid1", "cgroup", "cgroup-memory", "cgroup-cpu", "ptrace", "gpu")
+
+_NO_SYSTEMD_HINT = "lesson 03 runs units under labkit's own supervisor, which follows systemd's documented semantics"
+_CGROUP_HINTS = {
+    "memory": "lesson 04 limits memory with RLIMIT_AS (prlimit) instead: MemoryError in the trainer, no OOM kill",
+    "cpu": "lesson 04 throttles CPU with cpulimit-style SIGSTOP/SIGCONT instead of a CPU quota",
+}
+_V1_FILES = {"memory": "memory.limit_in_bytes", "cpu": "cpu.cfs_quota_us"}
+_V2_FILES = {"memory": "memory.max", "cpu": "cpu.max"}
+_V1_CONTROLLERS = {"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory",
+                   "misc", "net_cls", "net_prio", "perf_event", "pids", "rdma"}
+# finds "3.3a" in "tmux 3.3a", "13.1" in "GNU gdb (Debian 13.1-3) 13.1", "252" in "systemd 252 (252.38-1)"
+_VERSION_RE = re.compile(r"(?<![\w.])\d+(?:\.\d+)*[a-z]?(?![\w.])")
+
+
+@dataclass(frozen=True)
+class Capability:
+    """One thing the lessons may rely on, and whether this machine has it."""
+
+    name: str
+    ok: bool
+    detail: str  # what was found: a version and path, or why not
+    hint: str = ""  # what the learner can do, or what the lessons do instead
+    category: str = "tool"  # "tool", "kernel" or "gpu"
+
+
+def _read(path: str) -> str | None:
+    """Return a small text file's stripped content, or None when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _platform_info() -> dict[str, object]:
+    """Describe the interpreter, the OS, the user, and guess whether we run in a container."""
+    import getpass
+    import platform
+
+    euid = os.geteuid() if hasattr(os, "geteuid") else None
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry for our uid, common in containers
+        user = str(euid)
+    pid1, pid1_cgroup = _read(f"{_PROC}/1/comm"), _read(f"{_PROC}/1/cgroup") or ""
+    marks = [f"{p} exists" for p in ("/.dockerenv", "/run/.containerenv") if os.path.exists(p)]
+    marks += [f"$container={os.environ['container']}"] if os.environ.get("container") else []
+    marks += [f"PID 1's cgroup mentions {w}" for w in ("docker", "kubepods", "containerd", "lxc") if w in pid1_cgroup]
+    marks += [f"PID 1 is {pid1}, not an init system"] if pid1 and pid1 not in ("systemd", "init") else []
+    return {"python": platform.python_version(), "os": platform.system(), "kernel_release": platform.release(),
+            "machine": platform.machine(), "user": user, "euid": euid, "is_root": euid == 0,
+            "in_container": bool(marks), "container_evidence": "; ".join(marks) or "no container markers found"}
+
+
+@dataclass
+class Report:
+    """The capabilities found by :func:`check`, in a fixed order, and the platform they were found on."""
+
+    capabilities: list[Capability]
+    platform: dict[str, object] = field(default_factory=_platform_info)
+
+    def get(self, name: str) -> Capability | None:
+        """Return the capability called *name*, or None if the report has none."""
+        return next((c for c in self.capabilities if c.name == name), None)
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the report as one JSON-ready object: ``{"platform": {...}, "capabilities": {name: {...}}}``."""
+        caps = {c.name: {"ok": c.ok, "detail": c.detail, "hint": c.hint, "category": c.category}
+                for c in self.capabilities}
+        return {"platform": dict(self.platform), "capabilities": caps}
+
+    def to_text(self) -> str:
+        """Return an aligned table (ok / missing per capability), then hints for what is missing."""
+        p = self.platform
+        lines = [f"labkit doctor: {p.get('os')} {p.get('kernel_release')}, Python {p.get('python')}, "
+                 f"user {p.get('user')}{' (root)' if p.get('is_root') else ''}, container: "
+                 f"{'likely' if p.get('in_container') else 'probably not'} ({p.get('container_evidence')})"]
+        width = max((len(c.name) for c in self.capabilities), default=0)
+        for category in dict.fromkeys(c.category for c in self.capabilities):
+            lines.append(f"\n{category}")
+            lines += [f"  {'ok' if c.ok else 'missing':<8} {c.name:<{width}}  {c.detail}"
+                      for c in self.capabilities if c.category == category]
+        if missing := [c for c in self.capabilities if not c.ok]:
+            lines.append("\nWhat is missing, and what to do:")
+            lines += [f"  {c.name}: {c.hint or '(no hint)'}" for c in missing]
+        return "\n".join(lines)
+
+
+def find_tool(name: str) -> str | None:
+    """Return the path of the executable *name* on PATH, else in the running venv's ``bin``, else None.
+
+    A Jupyter kernel started from a venv often lacks that ``bin`` on PATH, which would hide
+    pip-installed tools such as py-spy.
+    """
+    found = shutil.which(name)
+    if found is None and sys.prefix != sys.base_prefix:
+        found = shutil.which(name, path=os.path.dirname(sys.executable))
+    return found
+
+
+def _run(argv: list[str], timeout_s: float) -> tuple[int | None, str]:
+    """Run *argv* and return (exit code, stdout + stderr); (None, reason) if it did not finish."""
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                              timeout=timeout_s, env={**os.environ, "LC_ALL": "C"})
+    except subprocess.TimeoutExpired:  # run() has already killed and reaped it
+        return None, f"no answer within {timeout_s:g} s"
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    return proc.returncode, (proc.stdout + "\n" + proc.stderr).strip()
+
+
+def _tool(name: str, timeout_s: float) -> Capability:
+    version_args, hint = _TOOLS[name]
+    if (path := find_tool(name)) is None:
+        return Capability(name, False, "not found on PATH", hint, "tool")
+    code, out = _run([path, *version_args], timeout_s)
+    if code is None or code > 1:  # found but silent, or failing (`cpulimit -h` exits 1): still say where
+        return Capability(name, True, f"{path} (version unknown: {out if code is None else f'exit code {code}'})")
+    version = next((m.group(0) for line in out.splitlines() if (m := _VERSION_RE.search(line))), "")
+    return Capability(name, True, f"{version} ({path})" if version else path, "", "tool")
+
+
+def _systemd_pid1() -> Capability:
+    comm = _read(f"{_PROC}/1/comm")
+    if comm is None:
+        return Capability("systemd-pid1", False, f"cannot read {_PROC}/1/comm (not Linux?)", _NO_SYSTEMD_HINT, "kernel")
+    # /run/systemd/system is what sd_booted() tests; comm alone may say "init" on some distributions
+    ok = comm == "systemd" or os.path.isdir("/run/systemd/system")
+    why = "" if ok else " (usual in containers, and in WSL without systemd=true)"
+    return Capability("systemd-pid1", ok, f"PID 1 is {comm}{why}", "" if ok else _NO_SYSTEMD_HINT, "kernel")
+
+
+def _systemctl_user(timeout_s: float) -> Capability:
+    hint = f"{_NO_SYSTEMD_HINT}; where systemd is PID 1, a login (or `loginctl enable-linger`) starts a user manager"
+    if (path := find_tool("systemctl")) is None:
+        return Capability("systemctl-user", False, "systemctl not found on PATH", hint, "tool")
+    code, out = _run([path, "--user", "show-environment"], timeout_s)
+    if code == 0:
+        _, state = _run([path, "--user", "is-system-running"], timeout_s)  # exits non-zero when "degraded"
+        return Capability("systemctl-user", True, f"user manager answers (state: {state or 'unknown'})", "", "tool")
+    why = f"`systemctl --user` says: {out.splitlines()[-1] if out else f'exit code {code}'}"
+    if not _systemd_pid1().ok:
+        why = f"systemd is not PID 1, so no user manager runs; {why}"
+    return Capability("systemctl-user", False, why, hint, "tool")
+
+
+def _cgroup_layout(mountinfo: str | None = None, self_cgroup: str | None = None
+                   ) -> tuple[str, str | None, dict[str, str]]:
+    """Return (version, our v2 folder or None, {v1 controller: our folder}).
+
+    Reads /proc/self/mountinfo and /proc/self/cgroup unless given their text. version is "v2"
+    (unified only), "hybrid" (v1 controllers plus a v2 mount), "v1" or "none".
+    """
+    mountinfo = _read(f"{_PROC}/self/mountinfo") or "" if mountinfo is None else mountinfo
+    self_cgroup = _read(f"{_PROC}/self/cgroup") or "" if self_cgroup is None else self_cgroup
+    paths: dict[str, str] = {}  # controller -> our path in its hierarchy; "" is the v2 hierarchy
+    for parts in (line.split(":", 2) for line in self_cgroup.splitlines()):
+        if len(parts) == 3:
+            paths.update(dict.fromkeys(parts[1].split(","), parts[2]))  # "0::/x" gives key ""
+    v2_dir: str | None = None
+    v1_dirs: dict[str, str] = {}
+    for line in mountinfo.splitlines():  # see proc(5); v1 controllers are among the super options
+        left, _, right = line.partition(" - ")
+        a, b = left.split(), right.split()
+        if len(a) < 6 or len(b) < 3 or b[0] not in ("cgroup", "cgroup2"):
+            continue
+        point, root = (re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), x) for x in (a[4], a[3]))
+        root = root.rstrip("/")
+        for ctrl in [""] if b[0] == "cgroup2" else sorted(set(b[2].split(",")) & _V1_CONTROLLERS):
+            # Without a cgroup namespace a container sees the host path (/docker/<id>) in
+            # /proc/self/cgroup but only its own subtree under the mount: strip the mount's root.
+            path = paths.get(ctrl, "/")
+            if root and (path == root or path.startswith(root + "/")):
+                path = path[len(root):]
+            own = os.path.normpath(os.path.join(point, path.lstrip("/")))
+            if ctrl:
+                v1_dirs.setdefault(ctrl, own)
+            elif v2_dir is None:
+                v2_dir = own
+    has_v2 = v2_dir is not None
+    return "hybrid" if v1_dirs and has_v2 else "v1" if v1_dirs else "v2" if has_v2 else "none", v2_dir, v1_dirs
+
+
+def _v2_offered(v2_dir: str) -> list[str]:
+    return (_read(os.path.join(v2_dir, "cgroup.controllers")) or "").split()
+
+
+def _probe_child(parent: str, needed: str) -> tuple[bool, str]:
+    """Create and remove a uniquely named child cgroup of *parent*; is *needed* writable in it?"""
+    child = os.path.join(parent, f"{_PROBE_PREFIX}{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.mkdir(child)
+    except OSError as exc:
+        return False, f"cannot create a child of {parent}: {exc.strerror}"
+    ok = os.access(os.path.join(child, needed), os.W_OK)  # returns False rather than raising
+    try:
+        os.rmdir(child)  # a cgroup without processes or children goes, control files and all
+    except OSError as exc:
+        return False, f"made {child} but could not remove it ({exc.strerror}); please rmdir it"
+    return ok, f"children of {parent} get {'a' if ok else 'no'} writable {needed}"
+
+
+def _cgroup_controller(ctrl: str) -> Capability:
+    _, v2_dir, v1_dirs = _cgroup_layout()
+    name, reasons = f"cgroup-{ctrl}", []
+    if v2_dir is not None:
+        if ctrl in (offered := _v2_offered(v2_dir)):
+            ok, why = _probe_child(v2_dir, _V2_FILES[ctrl])
+            if ok:
+                return Capability(name, True, f"v2: {why}", "", "kernel")
+            # children get the controller only if it is in our cgroup.subtree_control; a probe won't change that
+            reasons.append(f"v2: {why} (is {ctrl} in cgroup.subtree_control?)")
+        else:
+            reasons.append(f"v2: {v2_dir} offers only {', '.join(offered) or 'no controllers'}")
+    if ctrl in v1_dirs:
+        ok, why = _probe_child(v1_dirs[ctrl], _V1_FILES[ctrl])
+        if ok:
+            return Capability(name, True, f"v1: {why}", "", "kernel")
+        reasons.append(f"v1: {why}")
+    else:
+        reasons.append(f"v1: no {ctrl} hierarchy mounted")
+    return Capability(name, False, "; ".join(reasons), _CGROUP_HINTS[ctrl], "kernel")
+
+
+def _cgroup_summary() -> Capability:
+    version, v2_dir, v1_dirs = _cgroup_layout()
+    parts = [f"v1 controllers: {','.join(sorted(v1_dirs))}"] if v1_dirs else []
+    if v2_dir is not None:
+        parts.append(f"v2 at {v2_dir} offers: {','.join(_v2_offered(v2_dir)) or 'nothing'}")
+    hint = "" if version != "none" else "no cgroup filesystem (not Linux?); lesson 04 uses rlimits and throttling"
+    detail = f"{version}: {'; '.join(parts)}" if parts else version
+    return Capability("cgroup", version != "none", detail, hint, "kernel")
+
+
+def _ptrace() -> Capability:
+    hint = ("start the program under the tool instead (`strace -f -- CMD`, `py-spy record -- CMD`) or run the tool "
+            "with sudo; lesson 05 falls back to /proc (state, wchan, syscall) and SIGUSR1 stack dumps")
+    if (status := _read(f"{_PROC}/self/status")) is None:
+        return Capability("ptrace", False, f"no {_PROC}/self/status (not Linux?)", hint, "kernel")
+    cap = re.search(r"^CapEff:\s*([0-9a-fA-F]+)", status, re.M)
+    has_cap = bool(cap and int(cap.group(1), 16) >> _CAP_SYS_PTRACE & 1)
+    raw = _read(f"{_PROC}/sys/kernel/yama/ptrace_scope")
+    scope = int(raw) if raw and raw.isdigit() else None
+    facts = (f"ptrace_scope={'absent (no Yama)' if scope is None else scope}, "
+             f"CAP_SYS_PTRACE={'yes' if has_cap else 'no'}, euid={os.geteuid()}")
+    if scope == 3:
+        ok, why = False, "scope 3 forbids attaching for everyone until reboot"
+    elif has_cap:
+        ok, why = True, "may attach to any process, our children included"
+    elif scope in (None, 0):
+        ok, why = True, "may attach to processes of our own uid, our children included"
+    elif scope == 1:  # Yama lets only ancestors attach; `strace -p` runs beside the trainer, not above it
+        ok, why = False, "only a process's ancestors may attach, so `strace -p` and `py-spy dump` on a child fail"
+        hint += "; or allow it until reboot: `sudo sysctl kernel.yama.ptrace_scope=0`"
+    else:
+        ok, why = False, f"scope {scope} lets only CAP_SYS_PTRACE attach"
+    return Capability("ptrace", ok, f"{facts}: {why}", "" if ok else hint, "kernel")
+
+
+def _gpu(timeout_s: float) -> Capability:
+    hint = "no GPU needed; GPU parts of lesson 06 are skipped"
+    try:
+        import pynvml  # the nvidia-ml-py package, the [gpu] extra
+
+        pynvml.nvmlInit()
+        try:
+            names = [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+                     for i in range(pynvml.nvmlDeviceGetCount())]
+        finally:
+            pynvml.nvmlShutdown()
+        if names:  # older nvidia-ml-py versions return bytes
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+            return Capability("gpu", True, f"{len(names)} GPU(s) via NVML: {', '.join(names)}", "", "gpu")
+        nvml = "NVML found no devices"
+    except ImportError:
+        nvml = "pynvml not installed"
+    except Exception as exc:  # NVMLError_LibraryNotFound, NVMLError_DriverNotLoaded, ...
+        nvml = f"NVML failed: {exc or type(exc).__name__}"
+    if (smi := find_tool("nvidia-smi")) is None:
+        return Capability("gpu", False, f"{nvml}; nvidia-smi not found", hint, "gpu")
+    code, out = _run([smi, "-L"], timeout_s)
+    gpus = [line.split(" (UUID")[0] for line in out.splitlines() if line.startswith("GPU ")]
+    if code == 0 and gpus:
+        return Capability("gpu", True, f"{len(gpus)} GPU(s) via nvidia-smi: {'; '.join(gpus)} ({nvml})", "", "gpu")
+    return Capability("gpu", False, f"{nvml}; nvidia-smi -L: {out.splitlines()[-1] if out else code}", hint, "gpu")
+
+
+def _guard(name: str, category: str, probe: Callable[[], Capability]) -> Capability:
+    """Run one probe; an unexpected error becomes a capability that is not available."""
+    try:
+        return probe()
+    except Exception as exc:
+        hint = "this is a labkit bug; please report it with the output of `labkit doctor --json`"
+        return Capability(name, False, f"check failed: {type(exc).__name__}: {exc}", hint, category)
+
+
+def check(*, timeout_s: float = 3.0) -> Report:
+    """Detect what this machine offers the lessons; never raises.
+
+    Args:
+        timeout_s: the longest any one external command (``tmux -V``, ``nvidia-smi -L``, ...) may run.
+
+    Returns:
+        A :class:`Report` with one :class:`Capability` per name in :data:`CAPABILITY_NAMES`, in that order.
+
+    >>> check().get("cgroup").category
+    'kernel'
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    probes: list[tuple[str, str, Callable[[], Capability]]] = [
+        *((t, "tool", lambda t=t: _tool(t, timeout_s)) for t in TOOL_NAMES),
+        ("systemctl-user", "tool", lambda: _systemctl_user(timeout_s)),
+        ("systemd-pid1", "kernel", _systemd_pid1),
+        ("cgroup", "kernel", _cgroup_summary),
+        ("cgroup-memory", "kernel", lambda: _cgroup_controller("memory")),
+        ("cgroup-cpu", "kernel", lambda: _cgroup_controller("cpu")),
+        ("ptrace", "kernel", _ptrace),
+        ("gpu", "gpu", lambda: _gpu(timeout_s)),
+    ]
+    # the version commands are independent: side by side, doctor takes about as long as the slowest
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        caps = list(pool.map(lambda p: _guard(*p), probes))
+    try:
+        platform = _platform_info()
+    except Exception as exc:
+        platform = {"error": f"{type(exc).__name__}: {exc}"}
+    return Report(caps, platform)
+
+
+def main(as_json: bool = False) -> int:
+    """Print the report (a table, or JSON with *as_json*) and return the exit code, 0."""
+    report = check()
+    print(json.dumps(report.as_dict(), indent=2) if as_json else report.to_text())
+    return 0

@@ -1,0 +1,375 @@
+"""Detached jobs: start, watch, signal and stop a command the way an operator would.
+
+Each job lives in ``$LABKIT_HOME/jobs/NAME/``: ``job.json`` (pid, process start time,
+process group, mode, command, run dir), ``job.log`` (its console output) and, once it
+ended, ``exit.json`` (written by the job's waiter). A job runs in its own process group,
+so a signal reaches the job and every worker it started, and nothing else.
+
+A pid is only trusted together with its start time: once a job has ended, the kernel may
+give its pid to an unrelated process, and labkit never signals that one.
+
+>>> job = start("demo")                   # doctest: +SKIP
+>>> job.stop(timeout_s=10).as_dict()      # doctest: +SKIP
+{'name': 'demo', 'pid': 4242, 'signal_sent': 'SIGTERM', 'escalated': False, 'exit_code': 0, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+
+from labkit import signals as sigs
+from labkit.errors import BadArgument, JobExists, JobTimeout, LabkitError, NoSuchJob, NotOurProcess
+
+MODES = ("setsid", "nohup")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_START_TOLERANCE_S = 0.05  # create_time is computed from clock ticks; equal starts agree far closer
+KILL_WAIT_S = 5.0
+
+
+def labkit_home() -> Path:
+    """Return ``$LABKIT_HOME``, else ``$XDG_STATE_HOME/labkit``, else ``~/.local/state/labkit``."""
+    if os.environ.get("LABKIT_HOME"):
+        return Path(os.environ["LABKIT_HOME"]).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "labkit"
+
+
+def jobs_root(home: str | os.PathLike | None = None) -> Path:
+    """Return the folder holding one sub-folder per job."""
+    return Path(home).expanduser() / "jobs" if home else labkit_home() / "jobs"
+
+
+def trainer_command(run_dir: str | os.PathLike, *args: str) -> list[str]:
+    """The command of a trainer job: ``python -m labkit.trainer --run-dir DIR ARGS...``."""
+    return [sys.executable, "-m", "labkit.trainer", "--run-dir", str(run_dir), *args]
+
+
+@dataclass
+class StopResult:
+    """What ``stop`` did: the signal sent, whether it escalated to SIGKILL, how it ended."""
+
+    name: str
+    pid: int
+    signal_sent: str | None
+    escalated: bool
+    exit_code: int | None
+    seconds: float
+
+    def as_dict(self) -> dict:
+        """The result as the JSON object ``labkit jobs stop --json`` prints."""
+        return asdict(self)
+
+
+class Job:
+    """A recorded detached job; reading it never changes it."""
+
+    def __init__(self, name: str, home: str | os.PathLike | None = None) -> None:
+        _check_name(name)
+        self.name = name
+        self.dir = jobs_root(home) / name
+        try:
+            self.record = json.loads((self.dir / "job.json").read_text())
+        except FileNotFoundError:
+            raise NoSuchJob(name, str(jobs_root(home))) from None
+        except ValueError as err:
+            raise LabkitError(f"job {name!r}: job.json is unreadable ({err})") from err
+
+    def __repr__(self) -> str:
+        return f"Job(name={self.name!r}, pid={self.pid}, state={self.state!r})"
+
+    @property
+    def pid(self) -> int:
+        """The pid of the job's main process (also its process-group id)."""
+        return int(self.record["pid"])
+
+    @property
+    def pgid(self) -> int:
+        """The job's process-group id."""
+        return int(self.record["pgid"])
+
+    @property
+    def log_path(self) -> Path:
+        """The job's console log."""
+        return self.dir / "job.log"
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The trainer's run folder, when the job has one."""
+        return Path(self.record["run_dir"]) if self.record.get("run_dir") else None
+
+    def process(self) -> psutil.Process | None:
+        """Return the job's main process if it is still the one we started, else None.
+
+        Raises:
+            NotOurProcess: the pid now belongs to a different process (it was recycled).
+        """
+        try:
+            proc = psutil.Process(self.pid)
+            started = proc.create_time()
+        except psutil.NoSuchProcess:
+            return None
+        if abs(started - self.record["create_time"]) > _START_TOLERANCE_S:
+            raise NotOurProcess(self.pid, f"the pid was recycled: it now belongs to {proc.name()!r}, "
+                                          f"started at {time.ctime(started)}, not to job {self.name!r}")
+        return proc
+
+    def members(self) -> list[psutil.Process]:
+        """Live (non-zombie) processes of the job's group, orphaned workers included."""
+        found = []
+        for pid in psutil.pids():
+            try:
+                if os.getpgid(pid) != self.pgid:
+                    continue
+                proc = psutil.Process(pid)
+                if proc.create_time() + _START_TOLERANCE_S < self.record["create_time"]:
+                    continue  # older than the job: not one of ours
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except (OSError, psutil.Error):
+                continue
+        return found
+
+    def exit_info(self) -> dict | None:
+        """Return ``exit.json`` (exit_code, signal, ended_at) once the job has ended."""
+        try:
+            return json.loads((self.dir / "exit.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The job's exit code (128+n for a death by signal n), or None while it runs."""
+        info = self.exit_info()
+        return None if info is None else info["exit_code"]
+
+    @property
+    def state(self) -> str:
+        """running/sleeping/stopped/disk-sleep/zombie, 'exited', 'recycled' or 'lost'."""
+        try:
+            proc = self.process()
+        except NotOurProcess:
+            return "recycled"
+        if proc is not None:
+            try:
+                return proc.status()
+            except psutil.NoSuchProcess:
+                pass
+        return "exited" if self.exit_info() is not None else "lost"
+
+    def is_alive(self) -> bool:
+        """True while the job's main process runs (zombies count as ended)."""
+        return self.state not in ("exited", "recycled", "lost", psutil.STATUS_ZOMBIE)
+
+    def status(self) -> dict:
+        """The JSON object ``labkit jobs status`` prints for this job."""
+        info = self.exit_info() or {}
+        state = self.state
+        members = [p.pid for p in self.members()] if state != "recycled" else []
+        return {
+            "name": self.name, "pid": self.pid, "pgid": self.pgid, "alive": self.is_alive(),
+            "state": state, "mode": self.record["mode"], "run_dir": self.record.get("run_dir"),
+            "log": str(self.log_path), "command": self.record["command"],
+            "started_at": self.record["started_at"], "exit_code": info.get("exit_code"),
+            "signal": info.get("signal"), "ended_at": info.get("ended_at"),
+            "group_members": members,
+        }
+
+    def send_signal(self, sig: str | int | signal.Signals) -> signal.Signals:
+        """Send ``sig`` to the job's whole process group.
+
+        Raises:
+            NotOurProcess: the job's pid was recycled.
+            LabkitError: the job has already ended and left nothing behind.
+        """
+        sig = sigs.parse_signal(sig)
+        self.process()  # raises NotOurProcess for a recycled pid
+        if not self.members():
+            raise LabkitError(f"job {self.name!r} has ended ({self.state}); nothing to signal")
+        return sigs.send_group_signal(self.pgid, sig)
+
+    def wait(self, timeout_s: float | None = None) -> int | None:
+        """Wait until the job's group is empty; return the exit code (None on timeout)."""
+        if not _wait_until(lambda: not self.members(), timeout_s):
+            return None
+        _wait_until(lambda: self.exit_info() is not None, 2.0)
+        return self.exit_code
+
+    def stop(self, timeout_s: float = 10.0, sig: str | int | signal.Signals = signal.SIGTERM) -> StopResult:
+        """Send ``sig`` to the group, wait ``timeout_s``, then SIGKILL whatever is left.
+
+        Raises:
+            NotOurProcess: the job's pid was recycled (nothing is signalled).
+            JobTimeout: processes survived SIGKILL (uninterruptible sleep, state D).
+        """
+        sig = sigs.parse_signal(sig)
+        if timeout_s < 0:
+            raise BadArgument(f"timeout must be >= 0 seconds, got {timeout_s}")
+        self.process()
+        started = time.monotonic()
+        if not self.members():
+            return StopResult(self.name, self.pid, None, False, self.exit_code, 0.0)
+        sigs.send_group_signal(self.pgid, sig)
+        if sig in (signal.SIGSTOP, signal.SIGTSTP):
+            return StopResult(self.name, self.pid, sig.name, False, None, time.monotonic() - started)
+        escalated = False
+        if not _wait_until(lambda: not self.members(), timeout_s):
+            escalated = True
+            try:
+                sigs.send_group_signal(self.pgid, signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass  # the last member left between the check and the kill
+            if not _wait_until(lambda: not self.members(), KILL_WAIT_S):
+                left = ", ".join(f"{p.pid} ({_status(p)})" for p in self.members())
+                raise JobTimeout(f"job {self.name!r}: processes {left} survived SIGKILL; "
+                                 "a process in state D waits for the kernel (I/O) and dies when it returns")
+        seconds = time.monotonic() - started
+        _wait_until(lambda: self.exit_info() is not None, 2.0)
+        return StopResult(self.name, self.pid, sig.name, escalated, self.exit_code, round(seconds, 3))
+
+    def logs(self, lines: int | None = None) -> str:
+        """Return the job's console log, or only its last ``lines`` lines."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        if lines is None:
+            return text
+        if lines <= 0:
+            return ""
+        return "".join(text.splitlines(keepends=True)[-lines:])
+
+    def follow(self, poll_s: float = 0.2) -> Iterator[str]:
+        """Yield the log's new text as it is written (like ``tail -f``) until the job ends."""
+        with open(self.log_path, errors="replace") as handle:
+            while True:
+                chunk = handle.read()
+                if chunk:
+                    yield chunk
+                elif not self.members():
+                    rest = handle.read()
+                    if rest:
+                        yield rest
+                    return
+                else:
+                    time.sleep(poll_s)
+
+
+def start(
+    name: str,
+    command: list[str] | None = None,
+    mode: str = "setsid",
+    run_dir: str | os.PathLike | None = None,
+    home: str | os.PathLike | None = None,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 10.0,
+) -> Job:
+    """Start ``command`` (default: the trainer) as a detached job named ``name``.
+
+    Raises:
+        BadArgument: bad name, unknown mode, or a command that cannot be started.
+        JobExists: a job of that name is still running.
+    """
+    _check_name(name)
+    if mode not in MODES:
+        raise BadArgument(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    job_dir = jobs_root(home) / name
+    _clear_ended_job(name, home, job_dir)
+    if run_dir:
+        run_dir = Path(run_dir).expanduser().resolve()
+    if not command:
+        run_dir = run_dir or job_dir / "run"
+        command = trainer_command(run_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+    waiter = [sys.executable, "-m", "labkit._waiter", "--job-dir", str(job_dir), "--name", name,
+              "--mode", mode, "--ready-fd", str(write_fd)]
+    waiter += ["--run-dir", str(run_dir)] if run_dir else []
+    waiter += ["--", *command]
+    with open(job_dir / "job.log", "ab") as log:
+        intermediate = subprocess.Popen(waiter, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
+                                        stdout=log, stderr=subprocess.STDOUT, env=env)
+    os.close(write_fd)
+    try:
+        answer = _read_line(read_fd, timeout_s)
+    finally:
+        os.close(read_fd)
+        intermediate.wait()
+    if not answer.startswith("ok"):
+        raise BadArgument(answer.removeprefix("error: ") or f"job {name!r} did not start; see {job_dir / 'job.log'}")
+    return Job(name, home)
+
+
+def list_jobs(home: str | os.PathLike | None = None) -> list[Job]:
+    """Return every recorded job, sorted by name."""
+    root = jobs_root(home)
+    if not root.is_dir():
+        return []
+    return [Job(entry.name, home) for entry in sorted(root.iterdir()) if (entry / "job.json").exists()]
+
+
+def remove(name: str, home: str | os.PathLike | None = None) -> None:
+    """Forget an ended job (its folder and log; a run dir elsewhere is kept)."""
+    job = Job(name, home)
+    if job.members():
+        raise JobExists(name, job.pid)
+    shutil.rmtree(job.dir)
+
+
+def _clear_ended_job(name: str, home, job_dir: Path) -> None:
+    if not (job_dir / "job.json").exists():
+        return
+    old = Job(name, home)
+    if old.state != "recycled" and old.members():
+        raise JobExists(name, old.pid)
+    for leftover in ("job.json", "exit.json"):
+        (job_dir / leftover).unlink(missing_ok=True)
+    if old.log_path.exists():
+        old.log_path.replace(job_dir / "job.log.1")
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name or ""):
+        raise BadArgument(f"bad job name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
+
+
+def _read_line(fd: int, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def _wait_until(condition, timeout_s: float | None, poll_s: float = 0.02) -> bool:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not condition():
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
+def _status(proc: psutil.Process) -> str:
+    try:
+        return proc.status()
+    except psutil.Error:
+        return "gone"

@@ -1,0 +1,15 @@
+"""The simulated trainer: a real NumPy training loop run as its own process.
+
+Run it with ``python -m labkit.trainer --run-dir DIR`` or ``labkit train --run-dir DIR``.
+"""
+
+from labkit.trainer.config import FAULTS, TrainConfig, add_arguments, config_from_args
+
+__all__ = ["FAULTS", "TrainConfig", "add_arguments", "config_from_args", "run"]
+
+
+def run(config: TrainConfig) -> int:
+    """Run the trainer in this process and return its exit code (see :mod:`labkit.trainer.loop`)."""
+    from labkit.trainer.loop import run as _run
+
+    return _run(config)

@@ -1,0 +1,165 @@
+"""Shared fixtures, and the session-wide check that no started process outlives the tests.
+
+Every process the suite starts (directly, through a job's waiter, or from a notebook's
+kernel under nbval) inherits ``LABKIT_TEST_TAG``. When the session ends, any process
+still carrying the tag is killed and the run fails, naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+TAG = "LABKIT_TEST_TAG"
+
+
+def pytest_configure(config) -> None:
+    os.environ.setdefault(TAG, uuid.uuid4().hex)
+    if "LABKIT_HOME" not in os.environ:
+        import tempfile
+
+        os.environ["LABKIT_HOME"] = tempfile.mkdtemp(prefix="labkit-test-home-")
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def tagged_processes() -> list[psutil.Process]:
+    """Live processes other than this one that carry this session's tag."""
+    tag, me, found = os.environ[TAG], os.getpid(), []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            if proc.environ().get(TAG) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    deadline = time.monotonic() + 3.0  # let waiters write exit.json and exit on their own
+    leaked = tagged_processes()
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.1)
+        leaked = tagged_processes()
+    if not leaked:
+        return
+    names = []
+    for proc in leaked:
+        try:
+            names.append(f"pid {proc.pid}: {' '.join(proc.cmdline())[:120]}")
+            proc.kill()
+        except psutil.Error:
+            pass
+    print("\nLEAKED PROCESSES (killed now):\n  " + "\n  ".join(names), file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+class Spawner:
+    """Start processes for a test and make sure each is gone when the test ends."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def popen(self, command: list[str], **kwargs) -> subprocess.Popen:
+        kwargs.setdefault("start_new_session", True)
+        kwargs.setdefault("stdout", subprocess.DEVNULL)
+        kwargs.setdefault("stderr", subprocess.DEVNULL)
+        proc = subprocess.Popen(command, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def trainer(self, run_dir: Path, *args: str, **kwargs) -> subprocess.Popen:
+        return self.popen(trainer_command(run_dir, *args), **kwargs)
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the whole group: workers too
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+@pytest.fixture
+def spawn():
+    spawner = Spawner()
+    yield spawner
+    spawner.cleanup()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A private LABKIT_HOME; jobs still running at the end are killed with their group."""
+    folder = tmp_path / "home"
+    monkeypatch.setenv("LABKIT_HOME", str(folder))
+    yield folder
+    from labkit import jobs
+
+    for job in jobs.list_jobs(folder):
+        for proc in job.members():
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
+def trainer_command(run_dir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "labkit.trainer", "--run-dir", str(run_dir), *args]
+
+
+FAST = ("--epochs", "2", "--steps-per-epoch", "15", "--step-time", "0", "--checkpoint-every", "5")
+
+
+def run_trainer(run_dir: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """Run the trainer to its end and return the completed process."""
+    return subprocess.run(trainer_command(run_dir, *args), capture_output=True, text=True, timeout=timeout_s)
+
+
+def final_hash(run_dir: Path) -> str:
+    return json.loads((run_dir / "final.json").read_text())["weights_sha256"]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass
+    return rows
+
+
+def wait_for(condition, timeout_s: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def wait_for_step(run_dir: Path, step: int, timeout_s: float = 20.0) -> None:
+    wait_for(lambda: any(row["step"] >= step for row in metrics(run_dir)[-3:]), timeout_s,
+             f"step {step} in {run_dir}/metrics.jsonl")
+
+
+def log_text(run_dir: Path) -> str:
+    path = run_dir / "train.log"
+    return path.read_text() if path.exists() else ""

@@ -1,0 +1,90 @@
+"""The `labkit` command as users type it: exit codes, one-line errors, JSON contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import wait_for_step
+
+
+def labkit(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labkit.cli", *args], capture_output=True, text=True,
+                          timeout=timeout_s)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["jobs", "stop", "no-such-job"], "no job named 'no-such-job'"),
+    (["jobs", "status", "no-such-job"], "no job named"),
+    (["train", "--run-dir", "x", "--epochs", "-3"], "--epochs: must be at least 1"),
+    (["train", "--run-dir", "x", "--epochs", "many"], "expected a number"),
+    (["train", "--epochs", "2"], "--run-dir"),
+    (["jobs", "signal", "anything", "SIGFOO"], "unknown signal 'SIGFOO'"),
+    (["jobs", "stop", "x", "--timeout", "-1"], "must be >= 0"),
+    (["jobs", "start", "bad/name"], "bad job name"),
+    (["jobs", "frobnicate"], "invalid choice"),
+    (["nonsense"], "invalid choice"),
+    ([], "required"),
+])
+def test_bad_input_exits_2_with_one_line(home, args, words):
+    done = labkit(*args)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("labkit: error:") and words in done.stderr
+
+
+def test_help_and_import_stay_light():
+    code = ("import sys, labkit, labkit.cli, labkit.jobs; labkit.cli.build_parser();"
+            "heavy = [m for m in sys.modules if m.split('.')[0] in "
+            "('matplotlib', 'ipywidgets', 'nbclient', 'jupyter', 'jupyterlab', 'jupyter_server', 'IPython')];"
+            "print(heavy)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+    done = labkit("--help")
+    assert done.returncode == 0 and "jobs" in done.stdout and "train" in done.stdout
+
+
+def test_train_runs_in_the_foreground(tmp_path):
+    done = labkit("train", "--run-dir", str(tmp_path), "--epochs", "1", "--steps-per-epoch", "5",
+                  "--step-time", "0")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "final.json").read_text())["global_step"] == 5
+
+
+def test_jobs_start_status_stop_as_json(home):
+    started = labkit("jobs", "start", "cli1", "--json", "--", "sleep", "30")
+    assert started.returncode == 0, started.stderr
+    record = json.loads(started.stdout)
+    assert record["alive"] and record["name"] == "cli1"
+    status = json.loads(labkit("jobs", "status", "cli1", "--json").stdout)
+    assert {"name", "pid", "alive", "state", "mode", "run_dir"} <= status.keys()
+    stopped = labkit("jobs", "stop", "cli1", "--json", "--timeout", "2")
+    result = json.loads(stopped.stdout)
+    assert result == {**result, "name": "cli1", "signal_sent": "SIGTERM", "escalated": False, "exit_code": 143}
+    listed = [json.loads(line) for line in labkit("jobs", "list", "--json").stdout.splitlines()]
+    assert [row["name"] for row in listed] == ["cli1"] and not listed[0]["alive"]
+
+
+def test_stop_of_a_trainer_that_ignores_sigterm_escalates_after_the_timeout(home):
+    run_dir = home / "stubborn"
+    started = labkit("jobs", "start", "stubborn", "--run-dir", str(run_dir), "--", sys.executable, "-m",
+                     "labkit.trainer", "--run-dir", str(run_dir), "--fault", "ignore-sigterm", "--epochs", "100")
+    assert started.returncode == 0, started.stderr
+    wait_for_step(run_dir, 2)
+    stopped = labkit("jobs", "stop", "stubborn", "--timeout", "1")
+    assert stopped.returncode == 0
+    assert "did not exit within 1 s, sent SIGKILL" in stopped.stdout and "137 = 128 + 9" in stopped.stdout
+
+
+def test_default_job_is_the_trainer_and_logs_show_its_output(home):
+    assert labkit("jobs", "start", "default").returncode == 0
+    wait_for_step(home / "jobs" / "default" / "run", 1)
+    assert labkit("jobs", "signal", "default", "USR1").stdout.startswith("sent SIGUSR1 to job default")
+    stopped = json.loads(labkit("jobs", "stop", "default", "--json").stdout)
+    assert stopped["exit_code"] == 0
+    logs = labkit("jobs", "logs", "default", "--lines", "3")
+    assert "stopped cleanly on SIGTERM" in logs.stdout
+    assert len(logs.stdout.splitlines()) == 3

@@ -1,0 +1,165 @@
+"""Detached jobs: start, status, stop with escalation, recycled pids, orphans, modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import psutil
+import pytest
+
+from conftest import wait_for, wait_for_step
+from labkit import jobs
+from labkit.errors import BadArgument, JobExists, NoSuchJob, NotOurProcess
+
+TRAIN = ("--epochs", "50", "--steps-per-epoch", "20", "--step-time", "0.02")
+
+
+def trainer_job(home, name, *args, run_dir=None):
+    run_dir = run_dir or home / f"{name}-run"
+    return jobs.start(name, jobs.trainer_command(run_dir, *TRAIN, *args), run_dir=run_dir), run_dir
+
+
+def test_a_job_runs_in_its_own_session_and_group_with_its_state_recorded(home):
+    job, run_dir = trainer_job(home, "t1")
+    record = json.loads((home / "jobs" / "t1" / "job.json").read_text())
+    assert record["pid"] == job.pid == record["pgid"] == record["sid"]
+    assert record["create_time"] == pytest.approx(psutil.Process(job.pid).create_time(), abs=0.05)
+    assert record["mode"] == "setsid" and record["run_dir"] == str(run_dir)
+    assert os.getsid(job.pid) != os.getsid(0)
+    status = job.status()
+    assert status["alive"] and status["state"] in ("running", "sleeping")
+    assert status["group_members"] == [job.pid]
+    job.stop()
+
+
+def test_stop_a_normal_trainer_without_escalation(home):
+    job, run_dir = trainer_job(home, "calm")
+    wait_for_step(run_dir, 3)
+    result = job.stop(timeout_s=10)
+    assert result.as_dict().keys() == {"name", "pid", "signal_sent", "escalated", "exit_code", "seconds"}
+    assert (result.signal_sent, result.escalated, result.exit_code) == ("SIGTERM", False, 0)
+    assert result.seconds < 2
+    assert "stopped cleanly on SIGTERM" in (run_dir / "train.log").read_text()
+    assert job.status()["state"] == "exited" and not job.is_alive()
+
+
+def test_stop_escalates_to_sigkill_after_the_timeout(home):
+    job, run_dir = trainer_job(home, "stubborn", "--fault", "ignore-sigterm")
+    wait_for_step(run_dir, 2)
+    result = job.stop(timeout_s=1)
+    assert result.escalated and result.signal_sent == "SIGTERM"
+    assert result.exit_code == 128 + signal.SIGKILL
+    assert 0.9 < result.seconds < 3
+    assert "received SIGTERM and ignored it" in (run_dir / "train.log").read_text()
+    assert job.exit_info()["signal"] == "SIGKILL"
+
+
+def test_stop_reaches_workers_through_the_process_group(home):
+    job, run_dir = trainer_job(home, "pool", "--workers", "2")
+    wait_for_step(run_dir, 2)
+    assert len(job.members()) == 3
+    result = job.stop(timeout_s=10)
+    assert (result.escalated, result.exit_code) == (False, 0)
+    assert job.members() == []
+
+
+def test_a_recycled_pid_is_never_signalled(home, spawn):
+    victim = spawn.popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    folder = home / "jobs" / "ghost"
+    folder.mkdir(parents=True)
+    fake = {"name": "ghost", "pid": victim.pid, "create_time": psutil.Process(victim.pid).create_time() - 500,
+            "pgid": victim.pid, "sid": victim.pid, "mode": "setsid", "command": ["x"], "run_dir": None,
+            "started_at": time.time() - 500}
+    (folder / "job.json").write_text(json.dumps(fake))
+    job = jobs.Job("ghost")
+    assert job.state == "recycled" and not job.is_alive()
+    with pytest.raises(NotOurProcess, match="recycled"):
+        job.stop(timeout_s=1)
+    with pytest.raises(NotOurProcess):
+        job.send_signal("SIGKILL")
+    assert victim.poll() is None  # still alive: nothing was sent
+
+
+def test_exit_codes_of_ended_jobs_are_recorded(home):
+    crashed, run_dir = trainer_job(home, "crash", "--fault", "crash", "--fault-step", "2")
+    assert crashed.wait(timeout_s=20) == 1
+    assert "simulated crash" in (run_dir / "train.log").read_text()
+    killed = jobs.start("sleeper", ["sleep", "30"])
+    killed.send_signal("KILL")
+    assert killed.wait(timeout_s=5) == 137
+    assert killed.exit_info()["signal"] == "SIGKILL"
+    result = killed.stop()
+    assert (result.signal_sent, result.exit_code) == (None, 137)
+
+
+def test_orphaned_workers_are_found_and_stopped_with_the_group(home):
+    job, run_dir = trainer_job(home, "orphans", "--fault", "orphan-workers", "--fault-step", "2")
+    wait_for(lambda: job.exit_code is not None, 20, "the trainer to die")
+    assert job.exit_code == 1
+    orphans = job.members()
+    assert len(orphans) == 2 and all(p.pid != job.pid for p in orphans)
+    status = job.status()
+    assert status["state"] == "exited" and len(status["group_members"]) == 2
+    result = job.stop(timeout_s=2)
+    assert result.signal_sent == "SIGTERM" and job.members() == []
+
+
+def test_nohup_mode_ignores_sighup_and_stays_in_the_callers_session(home):
+    job = jobs.start("hup", ["sleep", "30"], mode="nohup")
+    proc_status = open(f"/proc/{job.pid}/status").read()
+    ignored = int(proc_status.split("SigIgn:")[1].split()[0], 16)
+    assert ignored & (1 << (signal.SIGHUP - 1))
+    assert os.getsid(job.pid) == os.getsid(0)
+    assert job.pgid == job.pid != os.getpgrp()
+    job.send_signal("HUP")
+    time.sleep(0.2)
+    assert job.is_alive()
+    assert job.stop(timeout_s=2).exit_code == 128 + signal.SIGTERM
+
+
+def test_a_running_name_cannot_be_reused_but_an_ended_one_can(home):
+    job = jobs.start("twice", ["sleep", "30"])
+    with pytest.raises(JobExists, match="still running"):
+        jobs.start("twice", ["sleep", "30"])
+    job.stop(timeout_s=2)
+    again = jobs.start("twice", ["sleep", "30"])
+    assert again.pid != job.pid and again.exit_code is None
+    again.stop(timeout_s=2)
+
+
+def test_bad_input_gives_typed_errors(home):
+    with pytest.raises(NoSuchJob, match="labkit jobs list"):
+        jobs.Job("nobody")
+    with pytest.raises(BadArgument, match="bad job name"):
+        jobs.start("../escape", ["true"])
+    with pytest.raises(BadArgument, match="unknown mode"):
+        jobs.start("m", ["true"], mode="fork")
+    with pytest.raises(BadArgument, match="No such file"):
+        jobs.start("nocmd", ["/nonexistent/program"])
+    with pytest.raises(BadArgument, match="unknown signal"):
+        jobs.start("s", ["sleep", "30"]).stop(sig="SIGFOO")
+
+
+def test_logs_and_follow_show_the_console_output(home):
+    job = jobs.start("echo", [sys.executable, "-c",
+                              "import time\nfor i in range(5):\n print('line', i, flush=True); time.sleep(0.05)"])
+    followed = "".join(job.follow(poll_s=0.02))
+    assert [line for line in followed.splitlines() if line.startswith("line")] == [f"line {i}" for i in range(5)]
+    assert job.logs(lines=2).splitlines() == ["line 3", "line 4"]
+    assert job.wait(timeout_s=5) == 0
+
+
+def test_list_and_remove(home):
+    first = jobs.start("a", ["true"])
+    jobs.start("b", ["sleep", "30"])
+    assert [job.name for job in jobs.list_jobs()] == ["a", "b"]
+    first.wait(timeout_s=5)
+    jobs.remove("a")
+    with pytest.raises(JobExists):
+        jobs.remove("b")
+    assert [job.name for job in jobs.list_jobs()] == ["b"]
+    jobs.Job("b").stop(timeout_s=2)

@@ -1,0 +1,63 @@
+"""Signal names, explanations, and the refusal to signal protected processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import psutil
+import pytest
+
+from labkit import signals
+from labkit.errors import BadArgument, ProtectedProcess
+
+
+@pytest.mark.parametrize("text", ["SIGTERM", "TERM", "term", "sigterm", "15", 15, signal.SIGTERM])
+def test_parse_signal_accepts_every_usual_spelling(text):
+    assert signals.parse_signal(text) is signal.SIGTERM
+
+
+@pytest.mark.parametrize("text", ["SIGFOO", "", "0", "999", "-9"])
+def test_unknown_signals_are_bad_arguments(text):
+    with pytest.raises(BadArgument, match="unknown signal"):
+        signals.parse_signal(text)
+
+
+def test_exit_codes_are_explained_shell_style():
+    assert signals.explain_exit_code(0) == "0: success"
+    assert "killed by SIGKILL" in signals.explain_exit_code(137)
+    assert "killed by SIGTERM" in signals.explain_exit_code(-15)
+    assert "143" in signals.explain_exit_code(-15)
+    assert "error of its own" in signals.explain_exit_code(1)
+    assert "still running" in signals.explain_exit_code(None)
+
+
+def test_describe_says_whether_a_signal_can_be_caught():
+    assert "cannot be caught" in signals.describe("KILL")
+    assert "checkpoints" in signals.describe("USR2")
+
+
+@pytest.mark.parametrize("pid", [1, 0, -1])
+def test_pid_1_and_group_pids_are_refused(pid):
+    with pytest.raises(ProtectedProcess):
+        signals.send_signal(pid, "SIGCONT")
+
+
+def test_self_and_ancestors_are_refused():
+    with pytest.raises(ProtectedProcess, match="this process"):
+        signals.send_signal(os.getpid(), "SIGCONT")
+    with pytest.raises(ProtectedProcess, match="ancestor"):
+        signals.send_signal(os.getppid(), "SIGTERM")
+    with pytest.raises(ProtectedProcess, match="process group"):
+        signals.send_group_signal(os.getpgrp(), "SIGTERM")
+
+
+def test_a_child_can_be_signalled_and_a_dead_pid_is_reported(spawn):
+    child = spawn.popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert signals.send_signal(child.pid, "TERM") is signal.SIGTERM
+    assert child.wait(timeout=5) == -signal.SIGTERM
+    with pytest.raises(psutil.NoSuchProcess):
+        signals.send_signal(child.pid, "TERM")
+    with pytest.raises(psutil.NoSuchProcess):
+        signals.send_group_signal(child.pid, "TERM")
