@@ -6,17 +6,23 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable, Union
+
+Chunks = Union[bytes, Iterable[Union[bytes, memoryview]]]
 
 TEMP_PREFIX = ".tmp-"
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, temp_prefix: str = TEMP_PREFIX) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+def write_atomic(path: str | os.PathLike, data: Chunks, temp_prefix: str = TEMP_PREFIX) -> None:
+    """Write ``data`` (bytes, or chunks written in order) to ``path`` so that readers see the
+    old file or the new one, never a mix."""
     path = Path(path)
+    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
     fd, temp = tempfile.mkstemp(prefix=temp_prefix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for chunk in chunks:
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)

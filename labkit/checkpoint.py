@@ -2,13 +2,15 @@
 
 A checkpoint is one file::
 
-    LABKITCK1\\n
-    {"format": 1, "step": 120, "payload_bytes": ..., "payload_sha256": ..., "covers": [...]}\\n
-    <payload: an uncompressed .npz holding the arrays and a ``__meta__`` JSON blob>
+    LABKITCK2\n
+    {"format": 2, "step": 120, "body_bytes": ..., "body_sha256": ...}\n      <- header
+    {"meta": {...}, "arrays": [{"name", "dtype", "shape", "nbytes"}, ...]}\n  <- body: index
+    <the arrays' raw bytes, one after the other>                            <- body: data
 
-The checksum covers the whole payload, so the arrays *and* the metadata (RNG state,
-position in the epoch) are verified together; the header only repeats what is needed
-to list checkpoints cheaply.
+The checksum covers the whole body, so the arrays, their shapes *and* the metadata (RNG
+state, position in the epoch) are verified together; the header only repeats what is
+needed to list checkpoints cheaply. The body is written straight from the arrays' memory,
+with no intermediate archive: saving 10 MiB costs a hash, a write and an fsync.
 
 Writing goes to a temporary file in the same folder, which is flushed, fsynced and
 then ``os.replace``-d onto its final name; the folder is fsynced last so the rename
@@ -20,7 +22,6 @@ checkpoint's name.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -33,8 +34,8 @@ import numpy as np
 from labkit._atomic import unlink_quietly, write_atomic
 from labkit.errors import CheckpointCorrupt, NoCheckpoint
 
-MAGIC = b"LABKITCK1\n"
-META_KEY = "__meta__"
+MAGIC = b"LABKITCK2\n"
+FORMAT = 2
 _NAME = re.compile(r"^ckpt-(\d{8})\.lkc$")
 _TEMP_PREFIX = ".ckpt-tmp-"
 
@@ -62,30 +63,31 @@ def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
     return Path(directory) / f"ckpt-{step:08d}.lkc"
 
 
-def encode(step: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
-    """Serialise a checkpoint to bytes (header + checksummed payload)."""
-    if META_KEY in arrays:
-        raise ValueError(f"array name {META_KEY!r} is reserved")
-    buffer = io.BytesIO()
-    meta_blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
-    np.savez(buffer, **arrays, **{META_KEY: meta_blob})
-    payload = buffer.getvalue()
-    header = {
-        "format": 1,
-        "step": int(step),
-        "payload_bytes": len(payload),
-        "payload_sha256": hashlib.sha256(payload).hexdigest(),
-        "covers": sorted(arrays) + [META_KEY],
-    }
-    return MAGIC + json.dumps(header).encode() + b"\n" + payload
+def encode(step: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> list:
+    """Serialise a checkpoint to a list of byte chunks (header, index, each array's memory)."""
+    index, views = [], []
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        if array.dtype.hasobject:
+            raise ValueError(f"array {name!r} holds Python objects; only numeric arrays are saved")
+        index.append({"name": name, "dtype": array.dtype.str, "shape": list(array.shape),
+                      "nbytes": array.nbytes})
+        views.append(memoryview(array).cast("B"))
+    body_index = json.dumps({"meta": meta, "arrays": index}, sort_keys=True).encode() + b"\n"
+    digest = hashlib.sha256(body_index)
+    for view in views:
+        digest.update(view)
+    header = {"format": FORMAT, "step": int(step), "body_sha256": digest.hexdigest(),
+              "body_bytes": len(body_index) + sum(len(view) for view in views)}
+    return [MAGIC + json.dumps(header).encode() + b"\n", body_index, *views]
 
 
 def decode(data: bytes, path: str = "<bytes>") -> Checkpoint:
     """Verify and parse checkpoint bytes.
 
     Raises:
-        CheckpointCorrupt: wrong magic, unreadable header, truncated payload,
-            checksum mismatch or an unreadable archive.
+        CheckpointCorrupt: wrong magic, unreadable header, truncated body, checksum
+            mismatch, or an index that does not describe the data.
     """
     if not data.startswith(MAGIC):
         raise CheckpointCorrupt(path, "not a labkit checkpoint (bad magic bytes)")
@@ -94,23 +96,34 @@ def decode(data: bytes, path: str = "<bytes>") -> Checkpoint:
         raise CheckpointCorrupt(path, "header is truncated")
     try:
         header = json.loads(data[len(MAGIC):end])
-        size, digest = int(header["payload_bytes"]), str(header["payload_sha256"])
+        size, digest = int(header["body_bytes"]), str(header["body_sha256"])
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointCorrupt(path, f"header is damaged ({err})") from err
-    if header.get("format") != 1:
+    if header.get("format") != FORMAT:
         raise CheckpointCorrupt(path, f"unknown format {header.get('format')!r} (a newer labkit wrote it?)")
-    payload = data[end + 1:]
-    if len(payload) != size:
-        raise CheckpointCorrupt(path, f"truncated: {len(payload)} of {size} payload bytes")
-    if hashlib.sha256(payload).hexdigest() != digest:
+    body = memoryview(data)[end + 1:]
+    if len(body) != size:
+        raise CheckpointCorrupt(path, f"truncated: {len(body)} of {size} body bytes")
+    if hashlib.sha256(body).hexdigest() != digest:
         raise CheckpointCorrupt(path, "checksum mismatch (the file was altered or partly written)")
     try:
-        with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-        meta = json.loads(arrays.pop(META_KEY).tobytes())
-    except Exception as err:  # checksum matched, so this is a writer bug; still never load it
-        raise CheckpointCorrupt(path, f"archive unreadable ({err})") from err
-    return Checkpoint(step=int(header["step"]), arrays=arrays, meta=meta, path=Path(path))
+        return Checkpoint(step=int(header["step"]), path=Path(path), **_read_body(data, end + 1))
+    except (ValueError, KeyError, TypeError) as err:  # checksum matched: a writer bug, still refused
+        raise CheckpointCorrupt(path, f"index does not match the data ({err})") from err
+
+
+def _read_body(data: bytes, start: int) -> dict:
+    cut = data.find(b"\n", start)
+    index = json.loads(data[start:cut])
+    offset, arrays = cut + 1, {}
+    for entry in index["arrays"]:
+        count = int(np.prod(entry["shape"], dtype=np.int64))
+        array = np.frombuffer(data, dtype=np.dtype(entry["dtype"]), count=count, offset=offset)
+        arrays[entry["name"]] = array.reshape(entry["shape"]).copy()  # writable, owns its memory
+        offset += int(entry["nbytes"])
+    if offset != len(data):
+        raise ValueError(f"{len(data) - offset} bytes left over")
+    return {"arrays": arrays, "meta": index["meta"]}
 
 
 def save(

@@ -36,7 +36,7 @@ def test_round_trip_keeps_arrays_and_metadata(tmp_path):
     (lambda data: data[:-50] + bytes([data[-50] ^ 0x01]) + data[-49:], "checksum mismatch"),
     (lambda data: b"NOTACKPT!" + data[9:], "bad magic"),
     (lambda data: data[:10] + b"[" + data[11:], "header is damaged"),
-    (lambda data: data.replace(b'"format": 1', b'"format": 7', 1), "unknown format"),
+    (lambda data: data.replace(b'"format": 2', b'"format": 7', 1), "unknown format"),
     (lambda data: b"", "bad magic"),
 ])
 def test_every_kind_of_damage_is_detected(tmp_path, damage, reason):
@@ -128,3 +128,18 @@ def test_sigkill_during_saves_never_leaves_a_corrupt_checkpoint(tmp_path, spawn)
         for step, path in files:
             loaded = checkpoint.load(path)  # raises if any is corrupt
             assert loaded.meta == {"step": step}
+
+
+def test_index_damage_is_caught_by_the_checksum(tmp_path):
+    path = checkpoint.save(tmp_path, 3, *sample())
+    data = path.read_bytes()
+    altered = data.replace(b'"shape": [20, 30]', b'"shape": [30, 20]', 1)
+    assert altered != data
+    path.write_bytes(altered)
+    with pytest.raises(CheckpointCorrupt, match="checksum"):
+        checkpoint.load(path)
+
+
+def test_object_arrays_are_refused():
+    with pytest.raises(ValueError, match="Python objects"):
+        checkpoint.encode(1, {"bad": np.array([object()])}, {})

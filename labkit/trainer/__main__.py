@@ -10,4 +10,11 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from labkit.trainer.loop import main  # noqa: E402  (after the environment is set)
 
-sys.exit(main())
+code = main()
+# Everything that matters is durable by now: the checkpoint is fsynced, the log and metrics
+# are closed, the workers are joined. Skipping the interpreter's finalisation (freeing
+# numpy and every module) takes ~15 ms off every stop, time an orchestrator's grace period
+# (docker stop, systemd's TimeoutStopSec, Kubernetes) is counting.
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)
