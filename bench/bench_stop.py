@@ -85,19 +85,34 @@ def measure_floor(saved: Path, repeats: int) -> tuple[list[float], int]:
     return times, size
 
 
+def wait_until_training(run_dir: Path, pid: int, timeout_s: float = 30) -> None:
+    """Wait until trainer ``pid`` has resumed and completed a step of its own."""
+    log, metrics = run_dir / "train.log", run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + timeout_s
+    size = None
+    while time.monotonic() < deadline:
+        if size is None and log.exists() and f"[pid {pid}] resume:" in log.read_text():
+            size = metrics.stat().st_size if metrics.exists() else 0  # after the resume's truncation
+        elif size is not None and metrics.exists() and metrics.stat().st_size > size:
+            return
+        time.sleep(0.002)
+    raise RuntimeError(f"the trainer in {run_dir} did not start training")
+
+
 def exact_resume(root: Path, kills: int, rng: random.Random, workers: int) -> dict:
-    args = ["--epochs", "4", "--steps-per-epoch", "25", "--step-time", "0.004", "--hidden", str(HIDDEN),
-            "--checkpoint-every", "5", "--workers", str(workers)]
+    args = ["--epochs", "6", "--steps-per-epoch", "50", "--step-time", "0.004", "--hidden", str(HIDDEN),
+            "--checkpoint-every", "1", "--workers", str(workers)]  # saving most of the time
     reference, resumed = root / f"ref-w{workers}", root / f"killed-w{workers}"
     subprocess.run([sys.executable, "-m", "labkit.trainer", "--run-dir", str(reference), *args],
                    check=True, capture_output=True, env=ENV)
     for _ in range(kills):
         proc = trainer(resumed, *args, "--resume")
-        time.sleep(rng.uniform(0.25, 0.6))
+        wait_until_training(resumed, proc.pid)
+        time.sleep(rng.uniform(0.0, 0.15))  # land anywhere in training, which is mostly saving here
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if (resumed / "final.json").exists():
-            (resumed / "final.json").unlink()  # finished before the kill: keep killing earlier runs
+            raise RuntimeError("the run finished before all kills were made; make it longer")
     subprocess.run([sys.executable, "-m", "labkit.trainer", "--run-dir", str(resumed), *args, "--resume"],
                    check=True, capture_output=True, env=ENV)
     want = json.loads((reference / "final.json").read_text())["weights_sha256"]
@@ -134,8 +149,8 @@ def main() -> int:
         results = [exact_resume(root, args.kills, rng, workers) for workers in (0, 2)]
         for result in results:
             print(f"exact resume after {result['kills']} random SIGKILLs, workers {result['workers']}: "
-                  f"{'PASS' if result['exact'] else 'FAIL'} ({result['killed_mid_save']} kills landed "
-                  f"mid-save; corrupt checkpoints found on resume: {result['corrupt_skipped']})")
+                  f"{'PASS' if result['exact'] else 'FAIL'} ({result['killed_mid_save']} kills left a half-written "
+                  f"temp file; corrupt checkpoints found on resume: {result['corrupt_skipped']})")
         ok = p50 <= target and all(r["exact"] for r in results)
     return 0 if ok else 1
 

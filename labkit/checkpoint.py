@@ -3,9 +3,11 @@
 A checkpoint is one file::
 
     LABKITCK2\n
-    {"format": 2, "step": 120, "body_bytes": ..., "body_sha256": ...}\n      <- header
-    {"meta": {...}, "arrays": [{"name", "dtype", "shape", "nbytes"}, ...]}\n  <- body: index
-    <the arrays' raw bytes, one after the other>                            <- body: data
+    {"format": 2, "step": 120, "body_bytes": ..., "body_sha256": ..., "covers": [...]}\n
+    {"meta": {...}, "arrays": [{"name", "dtype", "shape", "nbytes"}, ...]}\n
+    <the arrays' raw bytes, one after the other>
+
+The first two lines are the header; the rest is the body: an index, then the data.
 
 The checksum covers the whole body, so the arrays, their shapes *and* the metadata (RNG
 state, position in the epoch) are verified together; the header only repeats what is
@@ -78,7 +80,8 @@ def encode(step: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> li
     for view in views:
         digest.update(view)
     header = {"format": FORMAT, "step": int(step), "body_sha256": digest.hexdigest(),
-              "body_bytes": len(body_index) + sum(len(view) for view in views)}
+              "body_bytes": len(body_index) + sum(len(view) for view in views),
+              "covers": ["meta", *(entry["name"] for entry in index)]}
     return [MAGIC + json.dumps(header).encode() + b"\n", body_index, *views]
 
 

@@ -146,21 +146,20 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _lab(args: argparse.Namespace) -> int:
-    import shutil
+    import importlib.util
 
-    folder = args.notebook_dir or _default_notebooks()
+    folder = (args.notebook_dir or _default_notebooks()).resolve()
     if not folder.is_dir():
         raise BadArgument(f"no notebooks folder at {folder}; pass --notebook-dir")
-    jupyter = shutil.which("jupyter-lab") or shutil.which("jupyter")
-    if jupyter is None:
-        raise LabkitError("JupyterLab is not installed: pip install jupyterlab")
-    command = [jupyter] + ([] if jupyter.endswith("jupyter-lab") else ["lab"])
-    command += [f"--notebook-dir={folder}"]
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise LabkitError("JupyterLab is not installed here: pip install jupyterlab")
+    # This interpreter's JupyterLab, whatever PATH says (a venv used without activating it).
+    command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}"]
     if os.geteuid() == 0:
         command.append("--allow-root")  # common in containers; Jupyter refuses root otherwise
     extra = args.jupyter_args[1:] if args.jupyter_args[:1] == ["--"] else args.jupyter_args
     print(f"labkit: opening JupyterLab on {folder}", file=sys.stderr)
-    os.execv(command[0], command + extra)
+    os.execv(sys.executable, command + extra)
     return 0  # not reached
 
 

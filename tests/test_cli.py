@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -88,3 +89,31 @@ def test_default_job_is_the_trainer_and_logs_show_its_output(home):
     logs = labkit("jobs", "logs", "default", "--lines", "3")
     assert "stopped cleanly on SIGTERM" in logs.stdout
     assert len(logs.stdout.splitlines()) == 3
+
+
+def test_lab_opens_jupyterlab_on_the_notebooks(spawn, tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "HOME": str(tmp_path)}
+    server = spawn.popen([sys.executable, "-m", "labkit.cli", "lab", "--", f"--ServerApp.port={port}",
+                          "--ServerApp.port_retries=0", "--ServerApp.open_browser=False",
+                          "--IdentityProvider.token=labkit-test", "--ServerApp.ip=127.0.0.1"],
+                         env=env, stderr=subprocess.PIPE)
+    deadline, page = time.monotonic() + 60, ""
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents?token=labkit-test") as reply:
+                page = reply.read().decode()
+            break
+        except OSError:
+            time.sleep(0.3)
+    assert server.poll() is None, server.stderr.read().decode()[-2000:]
+    names = [item["name"] for item in json.loads(page)["content"]]
+    assert "README.md" in names  # the notebooks/ folder is the root JupyterLab shows
+    server.terminate()
+    server.wait(timeout=20)

@@ -1,0 +1,8 @@
+"""Root conftest: the leak check covers every test and every notebook run by nbval."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent / "tests"))
+
+pytest_plugins = ["leakcheck"]
