@@ -62,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to `jupyter lab`")
 
     _add_jobs_parser(sub)
+
+    course = sub.add_parser("course", help="build and check the course's exercises")
+    csub = course.add_subparsers(dest="course_command", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    from labkit.course.build import add_arguments as add_course_arguments
+
+    add_course_arguments(csub.add_parser("build", help="solutions/ -> exercises/; --check fails if they differ"))
+
+    monitor = sub.add_parser("monitor", help="sample a process tree's CPU, memory, threads and I/O")
+    from labkit.monitor import add_arguments as add_monitor_arguments
+
+    add_monitor_arguments(monitor)
     return parser
 
 
@@ -134,10 +146,21 @@ def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
         return _train(args)
     if args.command == "lab":
         return _lab(args)
+    if args.command == "course":
+        from labkit.course.build import main as course_build
+
+        return course_build(args)
+    if args.command == "monitor":
+        from labkit.monitor import main as monitor_main
+
+        return monitor_main(args)
     return _jobs(args, command)
 
 
 def _train(args: argparse.Namespace) -> int:
+    from labkit.trainer.shutdown import install_early
+
+    install_early()  # a SIGTERM while numpy loads is still a clean stop
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before numpy loads: see labkit/trainer/__main__.py
     from labkit.trainer import config_from_args, run

@@ -184,3 +184,17 @@ def test_memory_mb_holds_real_resident_memory(tmp_path, spawn):
     assert psutil.Process(proc.pid).memory_info().rss > 96 * 2**20
     proc.terminate()
     proc.wait(timeout=10)
+
+
+def test_sigterm_during_startup_is_still_a_clean_stop(tmp_path, spawn):
+    proc = spawn.trainer(tmp_path, *SLOW)
+    wait_for(lambda: _catches_sigterm(proc.pid), 5, "the early handler")
+    assert not (tmp_path / "train.log").exists()  # numpy is still loading: no training loop yet
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert "stopping on SIGTERM at step 0" in log_text(tmp_path)
+
+
+def _catches_sigterm(pid: int) -> bool:
+    status = open(f"/proc/{pid}/status").read()
+    return bool(int(status.split("SigCgt:")[1].split()[0], 16) & (1 << (signal.SIGTERM - 1)))

@@ -3,6 +3,10 @@
 import os
 import sys
 
+from labkit.trainer.shutdown import install_early
+
+install_early()  # before numpy loads: a SIGTERM during start-up is still a clean stop
+
 # One BLAS thread: results stay bit-identical between runs, and the CPU the lessons
 # plot is the trainer's own work, not idle BLAS threads spinning.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -13,6 +13,17 @@ import signal
 from typing import IO
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_EARLY: list[int] = []  # signals that arrived before SignalFlags.install (numpy still loading)
+
+
+def install_early() -> None:
+    """Record stop/status signals from the first instant of the process, before the heavy imports.
+
+    Without this, a SIGTERM in the ~150 ms it takes to import numpy would kill the trainer
+    with the default action (exit 143) instead of stopping it cleanly.
+    """
+    for sig in (*STOP_SIGNALS, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda signum, frame: _EARLY.append(signum))
 
 
 class SignalFlags:
@@ -42,6 +53,9 @@ class SignalFlags:
             self._set(sig, self._on_stop)
         self._set(signal.SIGUSR1, self._on_status)
         self._set(signal.SIGUSR2, self._on_checkpoint)
+        early, _EARLY[:] = list(_EARLY), []
+        for signum in early:  # replay what arrived before install, in order
+            signal.getsignal(signum)(signum, None)
         if self._stack_file is not None:
             # Registered after the Python handler and chained to it: the C-level dump works
             # even when the main thread is stuck (deadlock, blocking read), and the Python

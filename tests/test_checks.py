@@ -1,0 +1,70 @@
+"""Checks on live state: what they confirm, and the feedback they give when they fail."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import FAST, run_trainer
+from labkit import checks
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+HANDLER = [sys.executable, "-c", "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+           "signal.signal(signal.SIGUSR1, lambda *a: None)\nprint('ready', flush=True)\ntime.sleep(60)"]
+
+
+def test_exited_reads_shell_style_codes_and_explains_mismatches(spawn):
+    proc = spawn.popen(SLEEPER)
+    assert checks.expect_alive(proc).startswith(f"pid {proc.pid} is alive")
+    proc.send_signal(signal.SIGTERM)
+    assert "143 = 128 + 15" in checks.expect_exited(proc, sig="SIGTERM")
+    with pytest.raises(checks.CheckFailed) as failed:
+        checks.expect_exited(proc, code=0)
+    assert "killed by SIGTERM" in failed.value.seen and "128" in failed.value.hint
+    with pytest.raises(AssertionError):  # nbgrader test cells fail on it
+        checks.expect_alive(proc)
+
+
+def test_gone_fails_with_the_state_seen(spawn):
+    proc = spawn.popen(SLEEPER)
+    with pytest.raises(checks.CheckFailed, match="still there after 0.2 s"):
+        checks.expect_gone(proc, timeout_s=0.2)
+
+
+def test_dispositions_come_from_proc_status(spawn):
+    proc = spawn.popen(HANDLER, stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"ready"
+    assert checks.signal_disposition(proc.pid, "TERM") == "ignored"
+    assert checks.signal_disposition(proc.pid, "USR1") == "caught"
+    assert checks.signal_disposition(proc.pid, "HUP") == "default"
+    assert "SIGTERM is ignored" in checks.expect_disposition(proc, "SIGTERM", "ignored")
+    with pytest.raises(checks.CheckFailed, match="treats SIGUSR1 as 'caught'"):
+        checks.expect_disposition(proc, "SIGUSR1", "ignored")
+
+
+def test_stopped_state_is_seen(spawn):
+    proc = spawn.popen(SLEEPER)
+    proc.send_signal(signal.SIGSTOP)
+    time.sleep(0.2)
+    assert checks.expect_state(proc, "stopped") == f"pid {proc.pid} is stopped"
+    proc.send_signal(signal.SIGCONT)
+
+
+def test_run_files_checks(tmp_path):
+    since = time.time()
+    assert run_trainer(tmp_path, *FAST).returncode == 0
+    assert "completed at step 30" in checks.expect_completed(tmp_path)
+    assert checks.last_logged_step(tmp_path) == 30
+    assert checks.newest_checkpoint_step(tmp_path) == 30
+    assert checks.steps_lost(tmp_path) == 0
+    assert "step 30" in checks.expect_checkpoint_after(tmp_path, since)
+    with pytest.raises(checks.CheckFailed, match="no checkpoint"):
+        checks.expect_checkpoint_after(tmp_path, time.time() + 60)
+    with pytest.raises(checks.CheckFailed, match="stopped cleanly on SIGTERM"):
+        checks.expect_clean_stop(tmp_path)
+    with pytest.raises(checks.CheckFailed, match="final.json does not exist"):
+        checks.expect_completed(tmp_path / "nothing")

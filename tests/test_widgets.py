@@ -1,0 +1,144 @@
+"""The control panel, driven headless exactly as its buttons would drive it."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+
+import psutil
+import pytest
+
+from labkit import checks
+from labkit.errors import BadArgument, LabkitError
+from labkit.widgets import SIGNAL_BUTTONS, TrainerPanel
+
+
+@pytest.fixture
+def panel(tmp_path):
+    made = TrainerPanel(name="test", run_dir=tmp_path / "run", interval_s=0.2)
+    yield made
+    made.close()
+
+
+def test_term_then_kill_shows_exit_codes_steps_lost_and_markers(panel, tmp_path):
+    panel.start(epochs=20)
+    panel.wait_for_step(25)
+    panel.send("SIGTERM")
+    assert panel.wait_exit() == 0
+    assert "exit 0: success" in panel.status_text and "0 steps lost" in panel.status_text
+    panel.start(epochs=20)
+    panel.wait_for_step(25)  # checkpoints every 10 steps: killing now loses 5 or more
+    panel.send("SIGKILL")
+    assert panel.wait_exit() == 137
+    status = panel.status_text
+    assert "137 = 128 + 9: killed by SIGKILL" in status
+    assert checks.steps_lost(panel.run_dir) > 0 and f"{checks.steps_lost(panel.run_dir)} steps lost" in status
+    assert [label for _, label in panel.markers] == ["SIGKILL", "exit 137"]
+    assert len(panel.samples) >= 3 and panel.samples[-1].ended
+    png = panel.save_plot(tmp_path / "panel.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+
+
+def test_every_signal_button_has_a_method(panel):
+    assert set(SIGNAL_BUTTONS) == {"SIGTERM", "SIGINT", "SIGHUP", "SIGKILL", "SIGSTOP", "SIGCONT", "SIGUSR1",
+                                   "SIGUSR2"}
+    panel.start(epochs=20)
+    panel.wait_for_step(3)
+    panel.send("SIGSTOP")
+    time.sleep(0.2)
+    assert panel.state == "stopped"
+    panel.send("SIGCONT")
+    panel.send("SIGUSR2")
+    panel.send("SIGUSR1")
+    time.sleep(0.5)
+    assert "(SIGUSR2," in panel.log_tail(50) and "status: step" in panel.log_tail(50)
+    panel.send("SIGHUP")
+    assert panel.wait_exit() == 0
+    assert "stopping on SIGHUP" in panel.log_tail(50)
+
+
+def test_stop_escalates_and_reaches_workers(panel):
+    panel.start(epochs=100, workers=2, fault="ignore-sigterm")
+    panel.wait_for_step(3)
+    workers = psutil.Process(panel.pid).children()
+    result = panel.stop(grace_s=1.0)
+    assert result["escalated"] and result["exit_code"] == 137 and 0.9 < result["seconds"] < 3
+    assert all(_exited(w) for w in workers)
+
+
+def test_stop_on_a_stopped_process_still_ends_it_cleanly(panel):
+    panel.start(epochs=20)
+    panel.wait_for_step(3)
+    panel.send("SIGSTOP")
+    result = panel.stop(grace_s=5)
+    assert (result["escalated"], result["exit_code"]) == (False, 0)
+
+
+def test_buttons_report_errors_in_the_status_line_instead_of_raising(panel):
+    with pytest.raises(LabkitError, match="press Start"):
+        panel.send("SIGTERM")
+    panel._guard(lambda: panel.send("SIGTERM"))
+    assert "error: no trainer yet" in panel.status.value
+    with pytest.raises(BadArgument):
+        panel.start(fault="explode")
+
+
+def test_a_new_panel_with_the_same_name_stops_the_old_trainer(tmp_path):
+    first = TrainerPanel(name="same", run_dir=tmp_path / "a")
+    pid = first.start(epochs=100)
+    second = TrainerPanel(name="same", run_dir=tmp_path / "b")
+    try:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        second.close()
+
+
+def test_a_forgotten_panel_stops_its_trainer_when_collected(tmp_path):
+    panel = TrainerPanel(name="forgotten", run_dir=tmp_path / "run")
+    proc = panel.proc if panel.start(epochs=100) else None
+    panel.wait_for_step(2)
+    del panel
+    gc.collect()
+    assert proc.wait(timeout=5) == 0  # SIGTERM from the finalizer: a clean stop
+
+
+def test_the_widget_has_start_signal_and_stop_buttons(panel):
+    descriptions = [child.description for row in panel.widget.children[:2] for child in row.children
+                    if hasattr(child, "on_click")]
+    assert descriptions == ["Start", *SIGNAL_BUTTONS, "Stop (TERM, wait, KILL)"]
+    panel.widget.children[0].children[0].click()  # Start, as a click
+    try:
+        panel.wait_for_step(2)
+        assert panel.state in ("running", "sleeping")
+    finally:
+        panel.widget.children[1].children[-1].click()  # Stop (TERM, wait, KILL)
+    assert panel.exit_code == 0
+
+
+def _exited(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+KERNEL = """
+import sys, time
+from labkit.widgets import TrainerPanel
+panel = TrainerPanel(name="orphan", run_dir=sys.argv[1])
+print(panel.start(epochs=100), flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_trainer_dies_with_a_kernel_that_is_killed(spawn, tmp_path):
+    import subprocess
+    import sys
+
+    kernel = spawn.popen([sys.executable, "-c", KERNEL, str(tmp_path / "run")], stdout=subprocess.PIPE)
+    trainer = psutil.Process(int(kernel.stdout.readline()))
+    kernel.kill()  # no atexit, no finalizer: only PR_SET_PDEATHSIG can save us
+    kernel.wait()
+    gone, alive = psutil.wait_procs([trainer], timeout=2)
+    assert not alive or all(_exited(p) for p in alive)
