@@ -399,8 +399,10 @@ class LivePlot:
         self.ax_cpu, self.ax_rss, self.ax_loss = ax, ax.twinx(), ax.twinx()
         self.ax_loss.spines["right"].set_position(("axes", 1.13))
         self.ax_loss.set_visible(False)  # shown once there is a loss to draw
-        (self.cpu_line,) = ax.plot([], [], color="tab:blue", lw=1.5)
-        (self.rss_line,) = self.ax_rss.plot([], [], color="tab:orange", lw=1.5)
+        # Steps, not slopes: a sample's value holds until the next one, so the drop at exit is
+        # drawn where it happened instead of as a ramp from the last live sample.
+        (self.cpu_line,) = ax.plot([], [], color="tab:blue", lw=1.5, drawstyle="steps-post")
+        (self.rss_line,) = self.ax_rss.plot([], [], color="tab:orange", lw=1.5, drawstyle="steps-post")
         (self.loss_line,) = self.ax_loss.plot([], [], color="tab:green", lw=1, alpha=0.8)
         for axis, line, label in ((ax, self.cpu_line, "CPU % (100 = one core)"),
                                   (self.ax_rss, self.rss_line, "RSS (MiB)"), (self.ax_loss, self.loss_line, "loss")):
@@ -411,8 +413,11 @@ class LivePlot:
         self._markers_key: tuple | None = None
 
     def update(self, samples: Sequence[Sample], losses: Sequence[tuple[float, int, float]] | None = None,
-               markers: Sequence[tuple[float, str]] | None = None) -> None:
-        """Show these samples, losses (``read_losses``) and markers ``(t, label)``, t on ``Sample.t``'s clock."""
+               markers: Sequence[tuple[float, str]] | None = None, end_label: str | None = None) -> None:
+        """Show these samples, losses (``read_losses``) and markers ``(t, label)``, t on ``Sample.t``'s clock.
+
+        The end of a target that exited is marked with ``end_label`` (e.g. "exit 137"), else its status.
+        """
         losses = losses or []
         t0 = samples[0].t if samples else (losses[0][0] if losses else 0.0)
         xs = [s.t - t0 for s in samples]
@@ -432,7 +437,7 @@ class LivePlot:
         self.ax_rss.set_ylim(0, max([1.0, *(1.15 * s.rss_bytes / _MIB for s in samples)]))
         marks = list(markers or [])
         if samples and samples[-1].ended:
-            marks.append((samples[-1].t, samples[-1].status))
+            marks.append((samples[-1].t, end_label or samples[-1].status))
         self._draw_markers(marks, t0)
         self.ax_cpu.set_title(self.title or (f"pid {samples[0].pid}" if samples else ""), fontsize=10)
         self.figure.canvas.draw_idle()  # a no-op on a bare Figure; redraws an interactive backend

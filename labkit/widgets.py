@@ -83,7 +83,6 @@ class TrainerPanel:
         self.samples: list = []
         self.proc: subprocess.Popen | None = None
         self._procs: list[subprocess.Popen] = []
-        self._t0 = time.time()
         self._lock = threading.RLock()
         self._stop_updates = threading.Event()
         self._updater: threading.Thread | None = None
@@ -127,7 +126,9 @@ class TrainerPanel:
                                          preexec_fn=_arm_parent_death_signal if main_thread else None)
             console.close()
             self._procs.append(self.proc)
-            self._t0, self.samples, self.markers = time.time(), [], []
+            self.samples, self.markers = [], []
+            if self._sampler is not None:
+                self._sampler.close()
             self._sampler = monitor.TreeSampler(self.proc.pid)
             self._message = f"started pid {self.proc.pid}"
             self._start_updates()
@@ -251,7 +252,9 @@ class TrainerPanel:
             self.status.value = f"<code>{_html(self.status_text)}</code><br><i>{_html(self._message)}</i>"
             self.log.value = self.log_tail()
             losses = monitor.read_losses(self.run_dir)
-            self._plot.update(self.samples, losses, self.markers)
+            ended = self.exit_code
+            self._plot.update(self.samples, losses, self.markers,
+                              end_label=None if ended is None else f"exit {ended}")
             self.plot.value = self._plot.to_png()
 
     def figure(self):
@@ -331,8 +334,6 @@ class TrainerPanel:
             if sample is not None:
                 self.samples.append(sample)
             alive = self.proc is not None and self.proc.poll() is None
-            if not alive and self.proc is not None and not any(label.startswith("exit") for _, label in self.markers):
-                self.markers.append((time.time(), f"exit {self.exit_code}"))
         if redraw or not alive:
             self.refresh()
         return alive

@@ -117,3 +117,27 @@ def test_lab_opens_jupyterlab_on_the_notebooks(spawn, tmp_path):
     assert "README.md" in names  # the notebooks/ folder is the root JupyterLab shows
     server.terminate()
     server.wait(timeout=20)
+
+
+def test_course_build_check_passes_on_the_shipped_course():
+    done = labkit("course", "build", "--check")
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout
+
+
+def test_monitor_writes_the_csv_contract_and_a_plot(spawn, tmp_path):
+    proc = spawn.trainer(tmp_path / "run", "--epochs", "100", "--workers", "1")
+    csv_path, png = tmp_path / "m.csv", tmp_path / "m.png"
+    done = labkit("monitor", str(proc.pid), "--interval", "0.2", "--duration", "1.5", "--csv", str(csv_path),
+                  "--plot", str(png))
+    assert done.returncode == 0, done.stderr
+    header = csv_path.read_text().splitlines()[0]
+    assert header == "t,pid,cpu_percent,rss_bytes,num_threads,num_children,status,read_bytes,write_bytes"
+    assert len(csv_path.read_text().splitlines()) >= 5
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_monitor_of_a_missing_pid_is_one_line():
+    done = labkit("monitor", "999999999")
+    assert done.returncode in (1, 2) and len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith("labkit: error:")
