@@ -1,0 +1,99 @@
+"""The panel in a real JupyterLab, driven by a real browser (Chromium through Playwright).
+
+Skipped, with the reason, where Chromium or Playwright is not installed (`pip install
+labkit[browser]` and Debian's `chromium`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (labkit[browser])")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (apt install chromium)")
+TOKEN = "labkit-browser-test"
+
+PANEL_NOTEBOOK = {
+    "cells": [{"cell_type": "code", "execution_count": None, "id": "panel", "metadata": {}, "outputs": [],
+               "source": "from labkit.widgets import TrainerPanel\npanel = TrainerPanel(name='browser', "
+                         "run_dir='runs/browser', interval_s=0.3)\npanel"}],
+    "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}
+
+
+@pytest.fixture
+def lab(tmp_path, spawn):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "panel.ipynb").write_text(json.dumps(PANEL_NOTEBOOK))
+    env = {**os.environ, "HOME": str(tmp_path), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    server = spawn.popen([sys.executable, "-m", "labkit.cli", "lab", "--notebook-dir", str(tmp_path), "--",
+                          f"--ServerApp.port={port}", "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
+                          "--ServerApp.open_browser=False", f"--IdentityProvider.token={TOKEN}"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={TOKEN}").close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    yield url, tmp_path
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_start_and_sigterm_from_the_panel_in_jupyterlab(lab, tmp_path):
+    url, folder = lab
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/lab/tree/panel.ipynb?token={TOKEN}")
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        start = page.locator("button.widget-button", has_text="Start")
+        for attempt in range(4):  # a click that lands before the kernel's session is connected is lost
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            try:
+                start.wait_for(timeout=15_000)
+                break
+            except playwright.TimeoutError:
+                if attempt == 3:
+                    raise
+        plot = page.locator(".widget-image")
+        start.click()
+        log = folder / "runs" / "browser" / "train.log"
+        _wait(lambda: log.exists() and "step 20 " in log.read_text(), 30, "the run to reach step 20")
+        before = plot.get_attribute("src")
+        page.locator("button.widget-button", has_text="SIGTERM").click()
+        _wait(lambda: "stopped cleanly on SIGTERM" in log.read_text(), 20, "a clean stop in train.log")
+        status = page.locator(".widget-html")
+        _wait(lambda: "exit 0: success" in status.inner_text(), 20, "the status line to show exit 0")
+        assert plot.get_attribute("src") != before, "the live plot did not change"
+        shot = Path(os.environ.get("LABKIT_TEST_OUTPUT", tmp_path)) / "panel-in-jupyterlab.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        browser.close()
+
+
+def _wait(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
