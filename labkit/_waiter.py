@@ -15,8 +15,6 @@ leaves zombies behind, even in a container whose PID 1 does not reap (what ``doc
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import os
 import shutil
 import signal
@@ -28,15 +26,8 @@ from pathlib import Path
 import psutil
 
 from labkit._atomic import write_json_atomic
-
-
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def _become_subreaper() -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+from labkit._prctl import become_subreaper
+from labkit.signals import shell_exit_code
 
 
 def _job_preexec(mode: str):
@@ -75,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, signal.SIG_IGN)
     if os.fork() > 0:
         os._exit(0)  # the caller reaps this intermediate at once; the waiter lives on
-    _become_subreaper()
+    become_subreaper()
 
     ready = os.fdopen(args.ready_fd, "w")
     try:
@@ -96,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": command, "run_dir": args.run_dir, "log": str(args.job_dir / "job.log"),
         "started_at": time.time(), "waiter_pid": os.getpid(), "cwd": os.getcwd(),
     })
-    ready.write(f"ok {child.pid}\n")
-    ready.close()
+    try:
+        ready.write(f"ok {child.pid}\n")
+        ready.close()
+    except BrokenPipeError:
+        pass  # the caller gave up waiting; the job runs on and its exit is still recorded
 
     _reap_until_all_gone(child.pid, args.job_dir / "exit.json")
     return 0
@@ -114,7 +108,7 @@ def _reap_until_all_gone(main_pid: int, exit_file: Path) -> None:
             continue
         code = os.waitstatus_to_exitcode(status)
         write_json_atomic(exit_file, {
-            "pid": pid, "exit_code": 128 - code if code < 0 else code,
+            "pid": pid, "exit_code": shell_exit_code(code),
             "signal": signal.Signals(-code).name if code < 0 else None, "ended_at": time.time(),
         })
 

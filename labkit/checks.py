@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 
 from labkit import checkpoint as ckpt
-from labkit.signals import explain_exit_code, parse_signal
+from labkit.signals import explain_exit_code, parse_signal, shell_exit_code
 
 
 class CheckFailed(AssertionError):
@@ -44,7 +44,7 @@ def exit_code_of(target) -> int | None:
     """The exit code (shell style, 128+n for signal n) of a Popen, a panel or a job; None if running."""
     if isinstance(target, subprocess.Popen):
         code = target.poll()
-        return None if code is None else (128 - code if code < 0 else code)
+        return None if code is None else shell_exit_code(code)
     if hasattr(target, "exit_code"):
         return target.exit_code
     raise TypeError(f"cannot read an exit code from {type(target).__name__}; pass a Popen, panel or job")
@@ -150,14 +150,29 @@ def steps_lost(run_dir: str | Path) -> int:
 
 
 def expect_checkpoint_after(run_dir: str | Path, since: float) -> str:
-    """A valid checkpoint was written after time ``since`` (``time.time()`` before the signal)."""
+    """A valid checkpoint was saved after time ``since`` (``time.time()`` before the signal).
+
+    The time is the one recorded inside the checkpoint, not the file's modification time,
+    which some filesystems keep at a coarse resolution.
+    """
     folder = Path(run_dir) / "checkpoints"
     for step, path in ckpt.list_checkpoints(folder):
-        if path.stat().st_mtime >= since:
-            ckpt.load(path)  # raises CheckpointCorrupt if it does not verify
+        saved = ckpt.load(path)  # raises CheckpointCorrupt if it does not verify
+        if saved.meta.get("saved_at", 0) >= since:
             return f"checkpoint {path.name} (step {step}) was written after the signal"
     raise CheckFailed(f"no checkpoint in {folder} is newer than the signal",
                       "SIGTERM/SIGINT/SIGHUP make the trainer save; SIGKILL gives it no chance")
+
+
+def wait_for_log(run_dir: str | Path, text: str, timeout_s: float = 10.0) -> bool:
+    """Wait until the run's train.log contains ``text``; True if it appeared in time."""
+    path = Path(run_dir) / "train.log"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def expect_clean_stop(run_dir: str | Path, sig: str = "SIGTERM") -> str:
@@ -191,5 +206,5 @@ def _state(pid: int) -> str:
 __all__ = [
     "CheckFailed", "exit_code_of", "expect_alive", "expect_checkpoint_after", "expect_clean_stop",
     "expect_completed", "expect_disposition", "expect_exited", "expect_gone", "expect_state",
-    "last_logged_step", "newest_checkpoint_step", "signal_disposition", "steps_lost",
+    "last_logged_step", "newest_checkpoint_step", "signal_disposition", "steps_lost", "wait_for_log",
 ]

@@ -29,8 +29,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not 0 <= value < float("inf"):  # also refuses nan, which compares false to everything
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
 
 
@@ -227,10 +227,9 @@ def _jobs(args: argparse.Namespace, command: list[str]) -> int:
     if action == "logs":
         job = jobs.Job(args.name)
         if args.follow:
+            stream = job.follow(from_end=True)  # opened before printing the tail: no line is lost
             print(job.logs(args.lines if args.lines is not None else 10), end="", flush=True)
-            for _ in job.follow():  # the first chunk repeats what was printed: skip it
-                break
-            for chunk in job.follow():
+            for chunk in stream:
                 print(chunk, end="", flush=True)
         else:
             print(job.logs(args.lines), end="")

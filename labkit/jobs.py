@@ -37,6 +37,7 @@ MODES = ("setsid", "nohup")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _START_TOLERANCE_S = 0.05  # create_time is computed from clock ticks; equal starts agree far closer
 KILL_WAIT_S = 5.0
+_RECORD_KEYS = ("pid", "create_time", "pgid", "mode", "command", "started_at")
 
 
 def labkit_home() -> Path:
@@ -82,10 +83,14 @@ class Job:
         self.dir = jobs_root(home) / name
         try:
             self.record = json.loads((self.dir / "job.json").read_text())
+            missing = [key for key in _RECORD_KEYS if key not in self.record]
         except FileNotFoundError:
             raise NoSuchJob(name, str(jobs_root(home))) from None
-        except ValueError as err:
-            raise LabkitError(f"job {name!r}: job.json is unreadable ({err})") from err
+        except (ValueError, TypeError) as err:
+            raise LabkitError(f"job {name!r}: {self.dir / 'job.json'} is unreadable ({err})") from err
+        if missing:
+            raise LabkitError(f"job {name!r}: {self.dir / 'job.json'} lacks {', '.join(missing)}; "
+                              f"`labkit jobs remove {name}` forgets it")
 
     def __repr__(self) -> str:
         return f"Job(name={self.name!r}, pid={self.pid}, state={self.state!r})"
@@ -128,19 +133,11 @@ class Job:
 
     def members(self) -> list[psutil.Process]:
         """Live (non-zombie) processes of the job's group, orphaned workers included."""
-        found = []
-        for pid in psutil.pids():
-            try:
-                if os.getpgid(pid) != self.pgid:
-                    continue
-                proc = psutil.Process(pid)
-                if proc.create_time() + _START_TOLERANCE_S < self.record["create_time"]:
-                    continue  # older than the job: not one of ours
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-            except (OSError, psutil.Error):
-                continue
-        return found
+        try:
+            self.process()
+        except NotOurProcess:
+            return []  # the leader's pid was reused, so its group emptied long ago
+        return sigs.group_members(self.pgid, self.record["create_time"], _START_TOLERANCE_S)
 
     def exit_info(self) -> dict | None:
         """Return ``exit.json`` (exit_code, signal, ended_at) once the job has ended."""
@@ -177,7 +174,7 @@ class Job:
         """The JSON object ``labkit jobs status`` prints for this job."""
         info = self.exit_info() or {}
         state = self.state
-        members = [p.pid for p in self.members()] if state != "recycled" else []
+        members = [p.pid for p in self.members()]
         return {
             "name": self.name, "pid": self.pid, "pgid": self.pgid, "alive": self.is_alive(),
             "state": state, "mode": self.record["mode"], "run_dir": self.record.get("run_dir"),
@@ -215,15 +212,21 @@ class Job:
             JobTimeout: processes survived SIGKILL (uninterruptible sleep, state D).
         """
         sig = sigs.parse_signal(sig)
-        if timeout_s < 0:
-            raise BadArgument(f"timeout must be >= 0 seconds, got {timeout_s}")
+        if sig not in sigs.STOPPING_SIGNALS:
+            names = ", ".join(s.name for s in sigs.STOPPING_SIGNALS)
+            raise BadArgument(f"stop sends a signal that ends a process ({names}); "
+                              f"for {sig.name} use `labkit jobs signal {self.name} {sig.name}`")
+        if not (0 <= timeout_s < float("inf")):
+            raise BadArgument(f"timeout must be a number of seconds >= 0, got {timeout_s}")
         self.process()
         started = time.monotonic()
         if not self.members():
             return StopResult(self.name, self.pid, None, False, self.exit_code, 0.0)
         sigs.send_group_signal(self.pgid, sig)
-        if sig in (signal.SIGSTOP, signal.SIGTSTP):
-            return StopResult(self.name, self.pid, sig.name, False, None, time.monotonic() - started)
+        try:
+            sigs.send_group_signal(self.pgid, signal.SIGCONT)  # a stopped (T) job never acts on SIGTERM
+        except psutil.NoSuchProcess:
+            pass
         escalated = False
         if not _wait_until(lambda: not self.members(), timeout_s):
             escalated = True
@@ -251,9 +254,18 @@ class Job:
             return ""
         return "".join(text.splitlines(keepends=True)[-lines:])
 
-    def follow(self, poll_s: float = 0.2) -> Iterator[str]:
-        """Yield the log's new text as it is written (like ``tail -f``) until the job ends."""
-        with open(self.log_path, errors="replace") as handle:
+    def follow(self, poll_s: float = 0.2, from_end: bool = False) -> Iterator[str]:
+        """Yield the log's text as it is written (like ``tail -f``) until the job ends.
+
+        With ``from_end``, only what is written after this call (the file is opened now).
+        """
+        handle = open(self.log_path, errors="replace")
+        if from_end:
+            handle.seek(0, os.SEEK_END)
+        return self._follow(handle, poll_s)
+
+    def _follow(self, handle, poll_s: float) -> Iterator[str]:
+        with handle:
             while True:
                 chunk = handle.read()
                 if chunk:
@@ -317,7 +329,14 @@ def list_jobs(home: str | os.PathLike | None = None) -> list[Job]:
     root = jobs_root(home)
     if not root.is_dir():
         return []
-    return [Job(entry.name, home) for entry in sorted(root.iterdir()) if (entry / "job.json").exists()]
+    found = []
+    for entry in sorted(root.iterdir()):
+        if (entry / "job.json").exists():
+            try:
+                found.append(Job(entry.name, home))
+            except LabkitError as err:  # one damaged record must not hide the others
+                print(f"labkit: warning: {err}", file=sys.stderr)
+    return found
 
 
 def remove(name: str, home: str | os.PathLike | None = None) -> None:
@@ -332,7 +351,7 @@ def _clear_ended_job(name: str, home, job_dir: Path) -> None:
     if not (job_dir / "job.json").exists():
         return
     old = Job(name, home)
-    if old.state != "recycled" and old.members():
+    if old.members():
         raise JobExists(name, old.pid)
     for leftover in ("job.json", "exit.json"):
         (job_dir / leftover).unlink(missing_ok=True)

@@ -419,7 +419,10 @@ class LivePlot:
         The end of a target that exited is marked with ``end_label`` (e.g. "exit 137"), else its status.
         """
         losses = losses or []
-        t0 = samples[0].t if samples else (losses[0][0] if losses else 0.0)
+        # Times are epoch seconds: with nothing sampled yet, anchor on a marker, or a label
+        # would be drawn ~1.8e9 units away (FreeType fails on such coordinates).
+        starts = [samples[0].t] if samples else [losses[0][0]] if losses else [t for t, _ in markers or []][:1]
+        t0 = starts[0] if starts else 0.0
         xs = [s.t - t0 for s in samples]
         self.cpu_line.set_data(xs, [s.cpu_percent for s in samples])
         self.rss_line.set_data(xs, [s.rss_bytes / _MIB for s in samples])

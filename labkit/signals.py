@@ -82,6 +82,34 @@ def explain_exit_code(code: int | None) -> str:
     return f"{code}: the program exited with an error of its own"
 
 
+def shell_exit_code(returncode: int) -> int:
+    """Python's ``returncode`` (-n for a death by signal n) as a shell reports it (128 + n)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL)
+
+
+def group_members(pgid: int, started_after: float, tolerance_s: float = 0.05) -> list[psutil.Process]:
+    """Live (non-zombie) processes of group ``pgid`` started no earlier than ``started_after``.
+
+    A group id cannot be reused while any process is still in the group, and members
+    older than the group's leader cannot belong to it: together, this finds a job's
+    processes (orphaned workers included) and nothing else.
+    """
+    found = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) != pgid:
+                continue
+            proc = psutil.Process(pid)
+            if proc.create_time() + tolerance_s >= started_after and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name

@@ -12,7 +12,6 @@ garbage-collecting it or shutting the kernel down stops the trainer's whole proc
 
 from __future__ import annotations
 
-import atexit
 import os
 import signal
 import subprocess
@@ -24,7 +23,10 @@ from pathlib import Path
 
 import ipywidgets as w
 
+import psutil
+
 from labkit import checks, monitor, signals
+from labkit._prctl import set_parent_death_signal
 from labkit.errors import BadArgument, JobTimeout, LabkitError
 from labkit.jobs import labkit_home
 from labkit.trainer.config import FAULTS
@@ -33,17 +35,26 @@ SIGNAL_BUTTONS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGKILL", "SIGSTOP", "SIGCONT"
 _LIVE: dict[str, weakref.ref] = {}
 
 
-def _stop_groups(procs: list[subprocess.Popen], grace_s: float = 2.0) -> None:
-    """TERM, wait, KILL every still-running trainer group (used by finalizers and atexit)."""
-    running = [p for p in procs if p.poll() is None]
-    for proc in running:
+def _stop_groups(procs: list[tuple[subprocess.Popen, float]], grace_s: float = 2.0) -> None:
+    """TERM, wait, KILL every trainer group still holding a process (finalizers, atexit, close).
+
+    A trainer that already exited may have left workers behind in its group (orphans):
+    those are found by group id and start time, and stopped too.
+    """
+    running = [(proc, started) for proc, started in procs
+               if proc.poll() is None or signals.group_members(proc.pid, started)]
+    for proc, _ in running:
         _signal_group(proc, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         _signal_group(proc, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    for proc in running:
+    for proc, started in running:
         try:
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            pass
+        while signals.group_members(proc.pid, started) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is None or signals.group_members(proc.pid, started):
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
 
@@ -55,9 +66,7 @@ def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
         pass
 
 
-def _arm_parent_death_signal() -> None:  # in the child, before exec
-    from labkit.trainer.loader import set_parent_death_signal
-
+def _arm_parent_death_signal() -> None:  # in the child, before exec: no imports here
     set_parent_death_signal(signal.SIGKILL)  # the kernel died without atexit: take the run with it
 
 
@@ -82,7 +91,7 @@ class TrainerPanel:
         self.markers: list[tuple[float, str]] = []
         self.samples: list = []
         self.proc: subprocess.Popen | None = None
-        self._procs: list[subprocess.Popen] = []
+        self._procs: list[tuple[subprocess.Popen, float]] = []  # (trainer, its start time)
         self._lock = threading.RLock()
         self._stop_updates = threading.Event()
         self._updater: threading.Thread | None = None
@@ -91,8 +100,8 @@ class TrainerPanel:
         self._message = "ready: press Start"
         self._build_widgets()
         _LIVE[name] = weakref.ref(self)
+        # Runs when the panel is collected, and at interpreter exit (kernel shutdown).
         self._finalizer = weakref.finalize(self, _stop_groups, self._procs)
-        atexit.register(self._finalizer)
 
     # ----- actions (each button calls one of these) -----
 
@@ -101,7 +110,8 @@ class TrainerPanel:
               fresh: bool = True, extra_args: tuple[str, ...] = ()) -> int:
         """Start the trainer (stopping a running one first); return its pid.
 
-        ``fresh`` empties the run folder first, unless ``resume`` asks to continue from it.
+        ``fresh`` removes the previous run's files first (train.log, metrics, checkpoints...),
+        unless ``resume`` asks to continue from them; other files in the folder are kept.
         """
         if fault not in (None, "", "none") and fault not in FAULTS:
             raise BadArgument(f"unknown fault {fault!r}; choose one of {', '.join(FAULTS)}")
@@ -125,7 +135,11 @@ class TrainerPanel:
                                          start_new_session=True,
                                          preexec_fn=_arm_parent_death_signal if main_thread else None)
             console.close()
-            self._procs.append(self.proc)
+            try:
+                started = psutil.Process(self.proc.pid).create_time()
+            except psutil.NoSuchProcess:
+                started = time.time()
+            self._procs.append((self.proc, started))
             self.samples, self.markers = [], []
             if self._sampler is not None:
                 self._sampler.close()
@@ -136,24 +150,26 @@ class TrainerPanel:
 
     def send(self, sig: str | int | signal.Signals, group: bool = False) -> str:
         """Send ``sig`` to the trainer (or its whole process group) and mark it on the plot."""
-        proc = self._running_proc()
         sig = signals.parse_signal(sig)
-        if group:
-            signals.send_group_signal(proc.pid, sig)
-        else:
-            signals.send_signal(proc.pid, sig)
-        self._mark(sig.name + (" (group)" if group else ""))
+        with self._lock:  # the updater reaps under this lock: the pid cannot be recycled meanwhile
+            proc = self._running_proc()
+            if group:
+                signals.send_group_signal(proc.pid, sig)
+            else:
+                signals.send_signal(proc.pid, sig)
+            self._mark(sig.name + (" (group)" if group else ""))
         self._message = f"sent {sig.name} to {'group' if group else 'pid'} {proc.pid}: {signals.MEANINGS.get(sig, '')}"
         self.refresh()
         return self._message
 
     def stop(self, grace_s: float = 5.0) -> dict:
         """SIGTERM the trainer's group, wait ``grace_s``, then SIGKILL; report what happened."""
-        proc = self._running_proc()
-        started = time.monotonic()
-        _signal_group(proc, signal.SIGCONT)  # a stopped (T) process would never act on SIGTERM
-        _signal_group(proc, signal.SIGTERM)
-        self._mark("SIGTERM")
+        with self._lock:
+            proc = self._running_proc()
+            started = time.monotonic()
+            _signal_group(proc, signal.SIGTERM)
+            _signal_group(proc, signal.SIGCONT)  # a stopped (T) process would never act on SIGTERM
+            self._mark("SIGTERM")
         escalated = False
         try:
             proc.wait(timeout=grace_s)
@@ -191,7 +207,7 @@ class TrainerPanel:
         return seen
 
     def close(self) -> None:
-        """Stop the trainer and the live updates; the panel's widgets are closed."""
+        """Stop the trainer (and anything left in its group) and the live updates."""
         self._stop_updates.set()
         _stop_groups(self._procs)
         self.refresh()
@@ -218,10 +234,8 @@ class TrainerPanel:
         if self.proc.poll() is not None:
             return "exited"
         try:
-            import psutil
-
             return psutil.Process(self.proc.pid).status()
-        except Exception:
+        except psutil.Error:
             return "exited"
 
     @property
@@ -305,7 +319,7 @@ class TrainerPanel:
     def _guard(self, action) -> None:
         try:
             action()
-        except (LabkitError, OSError) as err:
+        except (LabkitError, OSError, psutil.Error) as err:
             self._message = f"error: {err}"
             self.refresh()
 
@@ -322,6 +336,7 @@ class TrainerPanel:
             self.markers.append((time.time(), label))
 
     def _start_updates(self) -> None:
+        self._stop_updates.set()  # the previous run's updater, if any, ends
         self._stop_updates = threading.Event()
         self._updater = threading.Thread(target=_update_loop, args=(weakref.ref(self), self._stop_updates),
                                          name=f"labkit-panel-{self.name}", daemon=True)
@@ -381,11 +396,19 @@ def _weakly(panel: TrainerPanel, action):
     return on_click
 
 
-def _empty_run_dir(run_dir: Path) -> None:
-    import shutil
+RUN_FILES = ("train.log", "metrics.jsonl", "heartbeat", "final.json", "console.log")
 
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+
+def _empty_run_dir(run_dir: Path) -> None:
+    """Remove a previous run's files (and only those: the folder may hold the learner's own)."""
+    from labkit.checkpoint import list_checkpoints, remove_stale_temporaries
+
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    folder = run_dir / "checkpoints"
+    for _, path in list_checkpoints(folder):
+        path.unlink()
+    remove_stale_temporaries(folder)
 
 
 def _html(text: str) -> str:

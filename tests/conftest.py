@@ -21,6 +21,7 @@ class Spawner:
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
+        self.started: dict[int, float] = {}
 
     def popen(self, command: list[str], **kwargs) -> subprocess.Popen:
         kwargs.setdefault("start_new_session", True)
@@ -28,17 +29,27 @@ class Spawner:
         kwargs.setdefault("stderr", subprocess.DEVNULL)
         proc = subprocess.Popen(command, **kwargs)
         self.procs.append(proc)
+        try:
+            self.started[proc.pid] = psutil.Process(proc.pid).create_time()
+        except psutil.NoSuchProcess:
+            pass
         return proc
 
     def trainer(self, run_dir: Path, *args: str, **kwargs) -> subprocess.Popen:
         return self.popen(trainer_command(run_dir, *args), **kwargs)
 
     def cleanup(self) -> None:
+        from labkit.signals import group_members
+
         for proc in self.procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the whole group: workers too
-            except (ProcessLookupError, PermissionError):
-                pass
+            started = self.started.get(proc.pid, 0.0)
+            # The whole group (workers too), but only while it still holds processes of ours:
+            # once they are all gone, the group id may belong to a stranger.
+            if proc.poll() is None or group_members(proc.pid, started):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             try:
                 proc.kill()
             except ProcessLookupError:

@@ -24,7 +24,9 @@ def labkit(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
     (["train", "--run-dir", "x", "--epochs", "many"], "expected a number"),
     (["train", "--epochs", "2"], "--run-dir"),
     (["jobs", "signal", "anything", "SIGFOO"], "unknown signal 'SIGFOO'"),
-    (["jobs", "stop", "x", "--timeout", "-1"], "must be >= 0"),
+    (["jobs", "stop", "x", "--timeout", "-1"], "must be a number >= 0"),
+    (["jobs", "stop", "x", "--timeout", "nan"], "must be a number >= 0"),
+    (["train", "--run-dir", "/proc/labkit-cannot-exist"], "cannot use run folder"),
     (["jobs", "start", "bad/name"], "bad job name"),
     (["jobs", "frobnicate"], "invalid choice"),
     (["nonsense"], "invalid choice"),
@@ -141,3 +143,11 @@ def test_monitor_of_a_missing_pid_is_one_line():
     done = labkit("monitor", "999999999")
     assert done.returncode in (1, 2) and len(done.stderr.splitlines()) == 1
     assert done.stderr.startswith("labkit: error:")
+
+
+def test_logs_follow_prints_the_tail_then_new_lines_once(home):
+    script = "import time\nfor i in range(8):\n print('line', i, flush=True); time.sleep(0.15)"
+    assert labkit("jobs", "start", "chatty", "--", sys.executable, "-c", script).returncode == 0
+    followed = labkit("jobs", "logs", "chatty", "--follow", "--lines", "2")
+    lines = [line for line in followed.stdout.splitlines() if line.startswith("line")]
+    assert lines[-1] == "line 7" and len(lines) == len(set(lines)), followed.stdout

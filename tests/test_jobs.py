@@ -163,3 +163,44 @@ def test_list_and_remove(home):
         jobs.remove("b")
     assert [job.name for job in jobs.list_jobs()] == ["b"]
     jobs.Job("b").stop(timeout_s=2)
+
+
+def test_a_nohup_trainer_survives_sighup_and_still_stops_on_sigterm(home):
+    run_dir = home / "nohup-run"
+    job = jobs.start("nohup-trainer", jobs.trainer_command(run_dir, *TRAIN), mode="nohup", run_dir=run_dir)
+    wait_for_step(run_dir, 2)
+    job.send_signal("HUP")  # what a closed terminal sends
+    step = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    wait_for_step(run_dir, step + 5)
+    assert job.is_alive()
+    assert "SIGHUP is ignored, as inherited (nohup)" in (run_dir / "train.log").read_text()
+    result = job.stop(timeout_s=10)
+    assert (result.escalated, result.exit_code) == (False, 0)
+
+
+def test_stopping_a_stopped_job_wakes_it_so_it_can_save(home):
+    job, run_dir = trainer_job(home, "frozen")
+    wait_for_step(run_dir, 2)
+    job.send_signal("STOP")
+    wait_for(lambda: job.state == "stopped", 5, "state T")
+    result = job.stop(timeout_s=10)
+    assert (result.escalated, result.exit_code) == (False, 0)
+    assert "stopped cleanly on SIGTERM" in (run_dir / "train.log").read_text()
+
+
+def test_stop_refuses_signals_that_do_not_end_a_process(home):
+    job = jobs.start("usr", ["sleep", "30"])
+    with pytest.raises(BadArgument, match="labkit jobs signal usr SIGUSR1"):
+        job.stop(sig="SIGUSR1")
+    with pytest.raises(BadArgument, match="timeout"):
+        job.stop(timeout_s=float("nan"))
+    assert job.stop(timeout_s=2, sig="SIGINT").exit_code == 128 + signal.SIGINT
+
+
+def test_a_damaged_record_is_reported_without_hiding_other_jobs(home, capsys):
+    jobs.start("good", ["true"]).wait(timeout_s=5)
+    bad = home / "jobs" / "bad"
+    bad.mkdir(parents=True)
+    (bad / "job.json").write_text('{"pid": 1}')
+    assert [job.name for job in jobs.list_jobs()] == ["good"]
+    assert "lacks create_time" in capsys.readouterr().err

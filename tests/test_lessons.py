@@ -28,8 +28,10 @@ def test_every_check_fails_on_an_unanswered_exercise(path, tmp_path):
               and cell.cell_type == "code"]
     assert graded
     for cell in graded:
-        errors = [out for out in cell.outputs if out.output_type == "error"]
+        errors = [out.ename for out in cell.outputs if out.output_type == "error"]
         grade_id = cell.metadata["nbgrader"]["grade_id"]
         assert errors, f"{path.name} {grade_id}: the checks passed without an answer"
+        # Failing for the right reason: the missing answer, not a broken notebook (NameError...).
+        assert errors[0] in ("NotImplementedError", "AssertionError", "CheckFailed"), (grade_id, errors)
     cleanup = [cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("grade_id") == "cleanup"]
     assert cleanup and not [out for out in cleanup[0].outputs if out.output_type == "error"]

@@ -311,3 +311,11 @@ def test_import_does_not_load_matplotlib():
     code = "import sys, labkit.monitor; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_live_plot_with_only_markers_renders(tmp_path):
+    import time as _time
+
+    live = mon.LivePlot()
+    live.update([], [], [(_time.time(), "SIGTERM")])  # a signal before the first sample
+    assert live.to_png().startswith(b"\x89PNG")

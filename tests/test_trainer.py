@@ -69,6 +69,7 @@ def test_resume_after_repeated_sigkill_is_bitwise_exact(tmp_path, spawn, referen
         time.sleep(rng.uniform(0.3, 0.6))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    assert log_text(tmp_path).count("resume: from") >= 2, "the kills came before any checkpoint"
     done = run_trainer(tmp_path, *FAST, "--resume")
     assert done.returncode == 0, done.stderr
     assert final_hash(tmp_path) == reference

@@ -27,8 +27,8 @@ def test_term_then_kill_shows_exit_codes_steps_lost_and_markers(panel, tmp_path)
     panel.send("SIGTERM")
     assert panel.wait_exit() == 0
     assert "exit 0: success" in panel.status_text and "0 steps lost" in panel.status_text
-    panel.start(epochs=20)
-    panel.wait_for_step(25)  # checkpoints every 10 steps: killing now loses 5 or more
+    panel.start(epochs=20, checkpoint_every=1000)
+    panel.wait_for_step(25)  # no checkpoint yet (every 1000 steps): every step is lost
     panel.send("SIGKILL")
     assert panel.wait_exit() == 137
     status = panel.status_text
@@ -144,3 +144,28 @@ def test_the_trainer_dies_with_a_kernel_that_is_killed(spawn, tmp_path):
     kernel.wait()
     gone, alive = psutil.wait_procs([trainer], timeout=2)
     assert not alive or all(_exited(p) for p in alive)
+
+
+def test_close_also_stops_workers_orphaned_by_a_crashed_trainer(panel):
+    pid = panel.start(epochs=100, fault="orphan-workers", extra_args=("--fault-step", "2"))
+    assert panel.wait_exit(timeout_s=20) == 1
+    import labkit.signals as sigs
+
+    started = psutil.Process().create_time()  # any time before the trainer started
+    orphans = sigs.group_members(pid, started)
+    assert len(orphans) == 2
+    panel.close()
+    assert sigs.group_members(pid, started) == []
+
+
+def test_restarting_keeps_one_updater_and_keeps_the_learners_files(panel):
+    (panel.run_dir).mkdir(parents=True, exist_ok=True)
+    (panel.run_dir / "notes.txt").write_text("mine")
+    panel.start(epochs=100)
+    panel.start(epochs=100)
+    time.sleep(0.3)
+    import threading
+
+    updaters = [t for t in threading.enumerate() if t.name == "labkit-panel-test" and t.is_alive()]
+    assert len(updaters) == 1
+    assert (panel.run_dir / "notes.txt").read_text() == "mine"

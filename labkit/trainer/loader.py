@@ -1,7 +1,8 @@
 """Micro-batches for the trainer: computed in-process, or by real worker processes.
 
-Workers share the process group of the trainer, so a Ctrl-C in a terminal, ``docker
-stop`` or systemd's control-group kill sends them the same SIGINT/SIGTERM as the trainer.
+Workers share the process group of the trainer, so a Ctrl-C in a terminal (SIGINT to the
+foreground group) or systemd's control-group kill (SIGTERM to every process of the
+service) reaches them as well as the trainer.
 PyTorch's DataLoader workers die of that signal and the trainer then fails while saving;
 ours ignore SIGINT, SIGTERM and SIGHUP (set before exec, so there is no window) and stop
 only when the trainer closes their pipe. If the trainer dies, even of SIGKILL, they exit
@@ -10,8 +11,6 @@ at once: the kernel sends them SIGKILL (``PR_SET_PDEATHSIG``), and their pipe re
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
@@ -21,22 +20,14 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from labkit._prctl import set_parent_death_signal
 from labkit.trainer.model import make_batch, make_dataset
 
-PR_SET_PDEATHSIG = 1
 WORKER_SIGNALS_IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class WorkerDied(RuntimeError):
     """A data-loader worker exited while the trainer still needed it."""
-
-
-def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
-    """Ask Linux to send ``sig`` to this process when its parent dies; False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
 
 
 def _prepare_worker() -> None:  # runs in the child between fork and exec

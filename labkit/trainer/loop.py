@@ -116,6 +116,8 @@ class Trainer:
                        f"epochs {config.epochs} steps/epoch {config.steps_per_epoch} "
                        f"workers {config.workers} seed {config.seed}"
                        + (f" fault {config.fault} at step {config.fault_step}" if config.fault else ""))
+        if self.flags.hup_inherited_ignored:
+            self.files.log("SIGHUP is ignored, as inherited (nohup): a closed terminal will not stop this run")
         if not config.resume:
             return TrainState.fresh(config)
         for stale in checkpoint.remove_stale_temporaries(self.files.checkpoints):
@@ -222,7 +224,9 @@ class Trainer:
             self._slow_shutdown()
             if state.saved_step != state.global_step:
                 self._save(sig.name)
-            self.files.log(f"stopped cleanly on {sig.name}; resume with --resume")
+            repeats = self.flags.stop_count - 1
+            self.files.log(f"stopped cleanly on {sig.name}; resume with --resume"
+                           + (f" ({repeats} more stop signal(s) arrived while stopping)" if repeats else ""))
             return 0
         if state.saved_step != state.global_step:
             self._save("final")
@@ -254,7 +258,11 @@ def run(config: TrainConfig) -> int:
     >>> run(TrainConfig(run_dir=Path("runs/demo"), epochs=1))  # doctest: +SKIP
     0
     """
-    trainer = Trainer(config)
+    try:
+        trainer = Trainer(config)
+    except LabkitError as err:  # e.g. a run folder that cannot be created: one line, no traceback
+        print(f"labkit: error: {err}", file=sys.stderr)
+        return err.exit_code
     try:
         return trainer.run()
     except LabkitError as err:

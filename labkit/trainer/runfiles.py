@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from labkit._atomic import write_atomic
+from labkit.errors import BadArgument
 
 
 class RunFiles:
@@ -17,6 +18,12 @@ class RunFiles:
 
     def __init__(self, run_dir: Path, echo: IO | None = sys.stderr) -> None:
         self.run_dir = run_dir
+        try:
+            self._open(run_dir, echo)
+        except OSError as err:
+            raise BadArgument(f"cannot use run folder {run_dir}: {err.strerror or err}") from err
+
+    def _open(self, run_dir: Path, echo: IO | None) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints = run_dir / "checkpoints"
         self.heartbeat = run_dir / "heartbeat"

@@ -14,6 +14,16 @@ from typing import IO
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _EARLY: list[int] = []  # signals that arrived before SignalFlags.install (numpy still loading)
+_IGNORED_AT_START: set[int] = set()  # dispositions inherited as SIG_IGN, seen by install_early
+
+
+def _hup_ignored_by_parent() -> bool:
+    """True when SIGHUP was ignored when this process started (``nohup``, a launcher's choice).
+
+    That is the whole contract of ``nohup``: the program keeps running when the terminal
+    goes away. Replacing the inherited SIG_IGN with a handler would silently break it.
+    """
+    return signal.SIGHUP in _IGNORED_AT_START or signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
 
 
 def install_early() -> None:
@@ -23,6 +33,10 @@ def install_early() -> None:
     with the default action (exit 143) instead of stopping it cleanly.
     """
     for sig in (*STOP_SIGNALS, signal.SIGUSR1, signal.SIGUSR2):
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            _IGNORED_AT_START.add(sig)
+            if sig == signal.SIGHUP:
+                continue
         signal.signal(sig, lambda signum, frame: _EARLY.append(signum))
 
 
@@ -32,6 +46,7 @@ class SignalFlags:
     Attributes:
         stop_signal: the first of SIGTERM/SIGINT/SIGHUP received, or None.
         stop_count: how many stop signals arrived (a second Ctrl-C is logged, not fatal).
+        hup_inherited_ignored: SIGHUP was ignored at start (nohup) and stays ignored.
         status_requested: SIGUSR1 arrived since the loop last looked.
         checkpoint_requested: SIGUSR2 arrived since the loop last looked.
         ignored: signals received but deliberately ignored (``--fault ignore-sigterm``).
@@ -43,13 +58,17 @@ class SignalFlags:
         self._previous: dict[int, object] = {}
         self.stop_signal: signal.Signals | None = None
         self.stop_count = 0
+        self.hup_inherited_ignored = False
         self.status_requested = False
         self.checkpoint_requested = False
         self.ignored: list[signal.Signals] = []
 
     def install(self) -> "SignalFlags":
         """Install the handlers; SIGUSR1 also dumps every thread's stack at once (faulthandler)."""
+        self.hup_inherited_ignored = _hup_ignored_by_parent()
         for sig in STOP_SIGNALS:
+            if sig == signal.SIGHUP and self.hup_inherited_ignored:
+                continue  # keep nohup's promise
             self._set(sig, self._on_stop)
         self._set(signal.SIGUSR1, self._on_status)
         self._set(signal.SIGUSR2, self._on_checkpoint)

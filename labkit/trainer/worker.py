@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True)
     args = parser.parse_args(argv)
 
-    from labkit.trainer.loader import WORKER_SIGNALS_IGNORED, set_parent_death_signal
+    from labkit._prctl import set_parent_death_signal
+    from labkit.trainer.loader import WORKER_SIGNALS_IGNORED
 
     for sig in WORKER_SIGNALS_IGNORED:  # already ignored since exec; kept for direct runs
         signal.signal(sig, signal.SIG_IGN)

@@ -1,0 +1,83 @@
+"""``DIR/gradebook.csv``: one row per submission, rewritten atomically after every grade.
+
+Columns: student, notebook, score, max_score, status (the public contract). Beside it,
+``DIR/.gradebook-state.json`` records, for each row, a digest of the submission and of the
+solution it was graded against, so a rerun skips exactly what is already graded: a
+resubmitted notebook, a changed solution or a row whose grading failed on the grader's side
+(status ``grader error: ...``) is graded again. Both files are replaced with temp file +
+rename, so an interrupted run leaves the previous complete version, never half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+from labkit._atomic import write_atomic
+
+FIELDS = ("student", "notebook", "score", "max_score", "status")
+GRADER_ERROR = "grader error"  #: statuses starting so are the grader's failures: retried on rerun
+CSV_NAME = "gradebook.csv"
+STATE_NAME = ".gradebook-state.json"
+
+
+def digest(*parts: bytes) -> str:
+    """sha256 over the parts (each length-prefixed, so the parts cannot run into each other)."""
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(len(part).to_bytes(8, "big"))
+        hasher.update(part)
+    return hasher.hexdigest()
+
+
+def read_gradebook(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The rows of a gradebook.csv as dicts keyed by :data:`FIELDS` ([] when there is none)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [{key: row.get(key) or "" for key in FIELDS} for row in csv.DictReader(io.StringIO(text))]
+
+
+class Gradebook:
+    """The gradebook of one output folder; not thread-safe (the grader writes from one thread)."""
+
+    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(out_dir)
+        self.rows = {(row["student"], row["notebook"]): row for row in read_gradebook(self.dir / CSV_NAME)}
+        try:
+            state = json.loads((self.dir / STATE_NAME).read_text())
+            self.digests: dict[str, str] = dict(state.get("digests", {}))
+        except (OSError, ValueError, AttributeError, TypeError):
+            self.digests = {}
+
+    def graded(self, student: str, notebook: str, submission_digest: str) -> dict[str, str] | None:
+        """The row of a submission already graded in its present form, else None."""
+        row = self.rows.get((student, notebook))
+        if row is None or row["status"].startswith(GRADER_ERROR):
+            return None
+        return row if self.digests.get(_key(student, notebook)) == submission_digest else None
+
+    def record(self, row: dict[str, str], submission_digest: str) -> None:
+        """Add or replace the row of (student, notebook) and write both files atomically."""
+        key = (row["student"], row["notebook"])
+        self.rows[key] = {name: row[name] for name in FIELDS}
+        self.digests[_key(*key)] = submission_digest
+        self.dir.mkdir(parents=True, exist_ok=True)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for _, value in sorted(self.rows.items()):
+            writer.writerow(value)
+        write_atomic(self.dir / CSV_NAME, out.getvalue().encode("utf-8"))
+        # After the CSV: a crash in between leaves a row without its digest, graded again next time.
+        state = {"version": 1, "digests": dict(sorted(self.digests.items()))}
+        write_atomic(self.dir / STATE_NAME, (json.dumps(state, indent=1) + "\n").encode())
+
+
+def _key(student: str, notebook: str) -> str:
+    return f"{student}/{notebook}"

@@ -1,0 +1,339 @@
+"""Run one notebook for the grader: a fresh sandboxed kernel, timeouts, nothing left behind.
+
+Each run gets a temporary folder (the kernel's working folder and ``$HOME``), per-run cgroups
+where they are writable (see ``_cgroup.py``), and a kernel started through ``_sandbox.py``
+(own session and process group, rlimits, subreaper). Cells run one by one through nbclient:
+
+- a cell past its timeout is interrupted (SIGINT, as JupyterLab's stop button); if the kernel
+  answers within a grace period the run goes on with the next cell, else the kernel is killed;
+- the whole-notebook deadline shortens each cell's timeout, so it holds even for a kernel that
+  ignores interrupts: the grader stops waiting and kills it from outside;
+- a kernel that dies is noticed by nbclient's liveness poll (the sandbox exits with it).
+
+Whatever happens, the end is the same: the sandbox is told to SIGKILL every descendant, the
+cgroups are emptied and removed and, where no cgroup exists, processes still carrying the
+run's token in their environment are killed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty
+from typing import TYPE_CHECKING, Any
+
+from labkit.course import _cgroup
+from labkit.course._sandbox import KILL_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+TOKEN_VAR = "LABKIT_GRADE_TOKEN"  #: set in the kernel's environment; inherited by all it starts
+_SANDBOX = Path(__file__).with_name("_sandbox.py")
+
+
+@dataclass(frozen=True)
+class GradeLimits:
+    """What one submission may use. ``None`` turns a limit off.
+
+    The memory and process limits are enforced by a cgroup where one is writable; the rlimits
+    (address space, CPU seconds and file size per process, and RLIMIT_NPROC for non-root users)
+    always apply.
+    """
+
+    cell_timeout_s: float = 120.0  #: one cell; it is then interrupted
+    notebook_timeout_s: float = 600.0  #: the whole notebook, kernel start included
+    startup_timeout_s: float = 60.0  #: kernel start
+    interrupt_grace_s: float = 5.0  #: after an interrupt; then the kernel is killed
+    memory_max_bytes: int | None = 2 * 2**30  #: all processes of a submission (cgroup)
+    max_processes: int | None = 256  #: tasks (threads count) of a submission (cgroup, RLIMIT_NPROC)
+    address_space_max_bytes: int | None = 16 * 2**30  #: RLIMIT_AS, per process
+    cpu_time_max_s: int | None = None  #: RLIMIT_CPU per process; None: twice the notebook timeout
+    file_size_max_bytes: int | None = 2**30  #: RLIMIT_FSIZE: largest file a submission may write
+
+
+@dataclass
+class CellOutcome:
+    """What happened to one code cell."""
+
+    index: int
+    state: str  #: "ok", "error", "timeout"
+    ename: str = ""
+    evalue: str = ""
+
+
+@dataclass
+class RunOutcome:
+    """The result of one run: per-cell outcomes and the run's status in words."""
+
+    cells: dict[int, CellOutcome] = field(default_factory=dict)
+    status: str = "ok"
+    stopped_at: int | None = None  #: the cell after which nothing ran (timeout, death)
+    grader_error: bool = False  #: the grader, not the submission, failed (kernel did not start)
+    seconds: float = 0.0
+
+
+async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits()) -> RunOutcome:
+    """Execute ``nb`` in place in a fresh sandboxed kernel and say how each code cell ended."""
+    from jupyter_client import AsyncKernelManager
+
+    started = time.monotonic()
+    deadline = started + limits.notebook_timeout_s
+    token = uuid.uuid4().hex
+    top = Path(tempfile.mkdtemp(prefix="labkit-grade-"))
+    work = top / "work"
+    (work / "tmp").mkdir(parents=True)
+    groups = _cgroup.create(token[:16], limits.memory_max_bytes, limits.max_processes)
+    km = AsyncKernelManager(kernel_spec_manager=_spec_manager(limits, groups, top / "sandbox.json"))
+    km.connection_file = str(top / "kernel.json")
+    outcome, kc, how = RunOutcome(), None, ("ok", None)
+    try:
+        with open(top / "kernel.log", "wb") as log:
+            try:
+                await km.start_kernel(cwd=str(work), env=_kernel_env(work, token), stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=log)
+                kc = km.client()
+                kc.start_channels()
+                await kc.wait_for_ready(timeout=min(limits.startup_timeout_s, max(deadline - time.monotonic(), 1)))
+            except Exception as err:  # noqa: BLE001 - any failure to start is reported, not raised
+                how = ("start", f"{type(err).__name__}: {err}")
+            else:
+                how = await _execute(nb, km, kc, limits, deadline, outcome)
+    finally:
+        left, kernel_end = await _stop(km, kc, groups, token, top)
+        notes = _notes(groups, limits, left)
+        groups.remove()
+        shutil.rmtree(top, ignore_errors=True)
+    outcome.status = _status(how, kernel_end, notes, limits, nb)
+    outcome.grader_error = how[0] == "start"
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _spec_manager(limits: GradeLimits, groups: _cgroup.Cgroups, status_file: Path):
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+
+    command = [sys.executable, "-I", "-S", str(_SANDBOX), "--status", str(status_file)]
+    cpu = limits.cpu_time_max_s or int(2 * limits.notebook_timeout_s) + 1
+    for option, value in (("--as", limits.address_space_max_bytes), ("--cpu", cpu),
+                          ("--fsize", limits.file_size_max_bytes), ("--nproc", limits.max_processes)):
+        if value:
+            command += [option, str(int(value))]
+    for folder in groups.folders.values():
+        command += ["--cgroup", str(folder)]
+    # The grader's own Python and ipykernel (like nbval's --nbval-current-env), whatever
+    # kernels are installed; no history file (a student could read another's).
+    command += ["--", sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                "--HistoryManager.hist_file=:memory:"]
+    spec = KernelSpec(argv=command, display_name="labkit grader (sandboxed)", language="python",
+                      interrupt_mode="signal", env={}, metadata={})
+
+    class OneSpec(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+            return spec
+
+    return OneSpec()
+
+
+def _kernel_env(work: Path, token: str) -> dict[str, str]:
+    """The grader's environment, with every per-user folder moved into the run's own folder.
+
+    A student must not reach the next submission through a shared file: IPython startup
+    files, matplotlib's cache, a tmux server's socket, labkit's job records.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("JPY_", "TMUX"))}
+    env.update({
+        TOKEN_VAR: token, "HOME": str(work), "TMPDIR": str(work / "tmp"), "TMUX_TMPDIR": str(work / "tmp"),
+        "SCREENDIR": str(work / "tmp" / "screens"), "IPYTHONDIR": str(work / ".ipython"),
+        "MPLCONFIGDIR": str(work / ".config" / "matplotlib"), "XDG_CONFIG_HOME": str(work / ".config"),
+        "XDG_CACHE_HOME": str(work / ".cache"), "XDG_DATA_HOME": str(work / ".local" / "share"),
+        "XDG_STATE_HOME": str(work / ".local" / "state"), "LABKIT_HOME": str(work / ".labkit"),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    })
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")  # parallel grading: one core per kernel
+    return env
+
+
+async def _execute(nb, km, kc, limits: GradeLimits, deadline: float, outcome: RunOutcome) -> tuple[str, Any]:
+    """Run the code cells in order; return how the run ended: (kind, cell index)."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    replies: dict[int, dict] = {}
+    cell_limit = [limits.cell_timeout_s]
+
+    def on_executed(cell, cell_index, execute_reply):
+        replies[cell_index] = execute_reply or {}
+
+    client = NotebookClient(nb, km=km, timeout_func=lambda cell: cell_limit[0], allow_errors=True,
+                            interrupt_on_timeout=False, record_timing=False, on_cell_executed=on_executed)
+    client.kc = kc
+    first_timeout, count = None, 0
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or not cell.source.strip():
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "deadline", index
+        cell_limit[0] = max(min(limits.cell_timeout_s, remaining), 0.01)
+        count += 1
+        try:
+            await client.async_execute_cell(cell, index, execution_count=count)
+        except CellTimeoutError:
+            outcome.cells[index] = CellOutcome(index, "timeout")
+            if time.monotonic() >= deadline - 0.05:
+                return "deadline", index
+            first_timeout = index if first_timeout is None else first_timeout
+            await km.interrupt_kernel()
+            if not await _answers_again(kc, min(limits.interrupt_grace_s, deadline - time.monotonic())):
+                return "stuck", index
+            continue
+        except DeadKernelError:
+            return "died", index
+        outcome.cells[index] = _cell_outcome(index, cell, replies.get(index, {}))
+    return ("timeout", first_timeout) if first_timeout is not None else ("ok", None)
+
+
+def _cell_outcome(index: int, cell, reply: dict) -> CellOutcome:
+    content = reply.get("content", {})
+    errors = [out for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    if content.get("status") == "ok" and not errors:
+        return CellOutcome(index, "ok")
+    source = errors[0] if errors else content
+    return CellOutcome(index, "error", str(source.get("ename", "Error")), str(source.get("evalue", "")))
+
+
+async def _answers_again(kc, timeout_s: float) -> bool:
+    """After an interrupt: whether the kernel runs the next request within ``timeout_s``.
+
+    Requests on the shell channel are handled in order, so the reply to an empty request
+    comes only once the interrupted cell has really stopped.
+    """
+    msg_id = kc.execute("", silent=True, store_history=False)
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await kc.shell_channel.get_msg(timeout=left)
+        except Empty:
+            return False
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return True
+    return False
+
+
+async def _stop(km, kc, groups: _cgroup.Cgroups, token: str, top: Path) -> tuple[int, dict]:
+    """End the sandbox and everything under it; return (survivors, how the kernel ended)."""
+    process = getattr(km.provisioner, "process", None) if km.provisioner else None
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)  # the sandbox SIGKILLs every descendant, then exits
+        deadline = time.monotonic() + KILL_TIMEOUT_S + 2
+        while process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        if process.poll() is None:
+            _kill_group(process.pid)
+            process.kill()
+            process.wait()
+    clean = process is not None and process.returncode == 0
+    left = groups.kill() if groups.folders else 0
+    if not groups.folders or not clean:
+        left = max(left, _kill_tagged(token))  # no cgroup, or the sandbox itself was killed
+    if kc is not None:
+        kc.stop_channels()
+    try:
+        await km.cleanup_resources()
+    except Exception:  # noqa: BLE001 - the kernel is gone; what is left is files and sockets
+        pass
+    try:
+        kernel_end = json.loads((top / "sandbox.json").read_text())
+    except (OSError, ValueError):
+        kernel_end = {}
+    return left, kernel_end if isinstance(kernel_end, dict) else {}
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _kill_tagged(token: str, timeout_s: float = KILL_TIMEOUT_S) -> int:
+    """SIGKILL every process whose environment carries the run's token; return survivors."""
+    needle = f"{TOKEN_VAR}={token}".encode()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = []
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) != os.getpid():
+                try:
+                    with open(f"/proc/{name}/environ", "rb") as handle:
+                        if needle in handle.read().split(b"\0"):
+                            found.append(int(name))
+                except OSError:
+                    continue
+        if not found or time.monotonic() > deadline:
+            return len(found)
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+
+
+def _notes(groups: _cgroup.Cgroups, limits: GradeLimits, left: int) -> list[str]:
+    notes = []
+    if groups.oom_kills():
+        notes.append(f"out of memory (limit {_cgroup._mib(limits.memory_max_bytes or 0)})")
+    if groups.forks_refused():
+        notes.append(f"process limit ({limits.max_processes}) reached")
+    if left:
+        notes.append(f"{left} processes survived SIGKILL (state D)")
+    return notes
+
+
+def _status(how: tuple[str, Any], kernel_end: dict, notes: list[str], limits: GradeLimits, nb) -> str:
+    """The run's status in words: ``ok``, ``timeout in cell 3 (add_answer)``, ``kernel died in
+    cell 4 (q2_tests): killed by SIGKILL``, then notes such as ``process limit (64) reached``."""
+    kind, index = how
+    if kind == "start":
+        return f"grader error: the kernel did not start ({index})"
+    where = f"cell {index}"
+    if index is not None:
+        meta = nb.cells[index].get("metadata", {}).get("nbgrader", {})
+        where += f" ({meta['grade_id']})" if meta.get("grade_id") else ""
+    if kind == "ok":
+        main = "ok"
+    elif kind == "timeout":
+        main = f"timeout in {where}"
+    elif kind == "stuck":
+        main = f"timeout in {where}: kernel killed, it ignored the interrupt"
+    elif kind == "deadline":
+        main = f"timeout in {where}: notebook over {limits.notebook_timeout_s:g} s"
+    else:
+        main = f"kernel died in {where}{_death(kernel_end, notes)}"
+    return "; ".join([main, *notes])
+
+
+def _death(kernel_end: dict, notes: list[str]) -> str:
+    if kernel_end.get("signal"):
+        why = f"killed by {kernel_end['signal']}"
+        if kernel_end["signal"] == "SIGKILL" and notes and notes[0].startswith("out of memory"):
+            why = notes.pop(0)  # the OOM killer sent that SIGKILL
+        elif kernel_end["signal"] == "SIGXCPU":
+            why += " (CPU time limit)"
+        return f": {why}"
+    if kernel_end.get("exit_code") is not None:
+        return f": exit code {kernel_end['exit_code']}"
+    return ""

@@ -1,0 +1,387 @@
+"""``labkit grade``: grade a whole class's exercise notebooks, safely, in parallel, honestly.
+
+For each submission the grader takes only the learner's answer cells and runs them inside the
+instructor's solution notebook (tests, hidden tests and points all come from there; see
+``_merge.py``), in a fresh sandboxed kernel with timeouts and resource limits (``_run.py``,
+``_sandbox.py``, ``_cgroup.py``). It writes ``DIR/gradebook.csv`` atomically after every
+submission (a rerun skips what is graded, see ``_gradebook.py``) and
+``DIR/feedback/<student>/<notebook>.html`` (``feedback.py``).
+
+>>> results = grade(["submitted/alice/01_signals.ipynb"], "graded")  # doctest: +SKIP
+>>> results[0].score, results[0].max_score, results[0].status  # doctest: +SKIP
+(10.0, 10.0, 'ok')
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from labkit._atomic import write_atomic
+from labkit.course._gradebook import CSV_NAME, GRADER_ERROR, Gradebook, digest, read_gradebook
+from labkit.course._merge import (InvalidSubmission, Lesson, Submission, extra_cells, find_answers,
+                                  load_lesson, notebook_to_run, read_submission, submissions_from)
+from labkit.course._run import GradeLimits, run_notebook
+from labkit.course.build import find_repo_root
+from labkit.errors import BadArgument, LabkitError
+
+__all__ = ["GradeLimits", "GradeResult", "Submission", "TestResult", "add_arguments", "grade",
+           "grade_notebook", "main", "read_gradebook", "submissions_from"]
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test cell of the solution, as it went for one submission."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    grade_id: str
+    cell_index: int
+    points: float  #: scored: max_points or 0
+    max_points: float
+    passed: bool
+    message: str  #: "passed", the error it raised, or why it did not run
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    """The grade of one submission: a gradebook row, plus the details behind it."""
+
+    student: str
+    notebook: str  #: the notebook's name without .ipynb
+    score: float
+    max_score: float | None  #: None when no solution could be read
+    status: str  #: "ok", "not answered", "timeout in cell 7", "kernel died in cell 4 (...)", ...
+    submission: Path | None = None
+    tests: tuple[TestResult, ...] = ()
+    seconds: float = 0.0
+    resumed: bool = False  #: read from an earlier run's gradebook, not graded now
+
+    @property
+    def grader_error(self) -> bool:
+        """Whether grading failed on the grader's side (no solution, kernel did not start)."""
+        return self.status.startswith(GRADER_ERROR)
+
+    def row(self) -> dict[str, str]:
+        """The gradebook.csv row."""
+        return {"student": self.student, "notebook": self.notebook, "score": _number(self.score),
+                "max_score": "" if self.max_score is None else _number(self.max_score), "status": self.status}
+
+
+def grade(submissions: Iterable[str | os.PathLike[str] | Submission], out_dir: str | os.PathLike[str], *,
+          solutions_dir: str | os.PathLike[str] | None = None,
+          students: Mapping[str | os.PathLike[str], str] | None = None, jobs: int = 1,
+          limits: GradeLimits | None = None, regrade: bool = False, progress: bool = False,
+          on_result: Callable[[GradeResult], Any] | None = None) -> list[GradeResult]:
+    """Grade every submission; write the gradebook and the feedback pages under ``out_dir``.
+
+    Args:
+        submissions: notebook paths (students named as in :func:`submissions_from`) or
+            :class:`Submission` objects.
+        out_dir: gets ``gradebook.csv`` and ``feedback/<student>/<notebook>.html``.
+        solutions_dir: solution notebooks, matched by file name (default: ``solutions/`` of
+            the repository root, as ``labkit course build`` finds it).
+        students: names by submission path, overriding the folder names.
+        jobs: kernels run at once (results do not depend on it).
+        limits: timeouts and resource limits of each submission.
+        regrade: grade again what the gradebook already holds.
+        progress: show a progress bar on stderr (tqdm when installed).
+        on_result: called with each result as it is recorded (skipped ones included).
+
+    Returns:
+        One result per submission, in the order given.
+
+    Raises:
+        BadArgument: see :func:`submissions_from`; ``jobs`` < 1.
+    """
+    if jobs < 1:
+        raise BadArgument(f"--jobs must be at least 1, got {jobs}")
+    items = list(submissions)
+    named = iter(submissions_from([item for item in items if not isinstance(item, Submission)], students))
+    todo = [item if isinstance(item, Submission) else next(named) for item in items]
+    solutions = Path(solutions_dir) if solutions_dir is not None else find_repo_root() / "solutions"
+    coroutine = _grade_all(todo, Path(out_dir), solutions, limits or GradeLimits(), jobs, regrade,
+                           progress, on_result)
+    return _run_coroutine(coroutine)
+
+
+def grade_notebook(submission: str | os.PathLike[str], solution: str | os.PathLike[str], *,
+                   student: str = "", limits: GradeLimits | None = None) -> GradeResult:
+    """Grade one notebook against one solution and return the result; writes no files.
+
+    Raises:
+        BadArgument: the solution notebook is unreadable or its nbgrader metadata is wrong.
+    """
+    lesson = load_lesson(solution)
+    sub = Submission(Path(submission), student, Path(submission).stem)
+    result, _ = _run_coroutine(_grade_one(sub, lesson, limits or GradeLimits()))
+    return result
+
+
+async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits: GradeLimits, jobs: int,
+                     regrade: bool, progress: bool, on_result: Callable[[GradeResult], Any] | None) -> list[GradeResult]:
+    book = Gradebook(out)
+    lessons: dict[str, Lesson | str] = {}
+    results: dict[int, GradeResult] = {}
+    pending = []
+    for number, sub in enumerate(todo):
+        lesson = lessons.get(sub.notebook) or lessons.setdefault(sub.notebook, _lesson(solutions, sub.notebook))
+        done = None if regrade else book.graded(sub.student, sub.notebook, _digest(sub, lesson))
+        if done is not None:
+            results[number] = _from_row(done, sub)
+            if on_result:
+                on_result(results[number])
+        else:
+            pending.append((number, sub, lesson))
+    bar = _progress_bar(len(pending), progress)
+    writer = ThreadPoolExecutor(1, thread_name_prefix="labkit-grade-writer")  # feedback + gradebook
+    loop, slots = asyncio.get_running_loop(), asyncio.Semaphore(jobs)
+
+    async def one(number: int, sub: Submission, lesson: Lesson | str) -> None:
+        async with slots:
+            result, feedback = await _grade_one(sub, lesson, limits)
+        # Rendering and writing happen in the writer thread while the next kernel starts.
+        await loop.run_in_executor(writer, _record, book, out, result, feedback, _digest(sub, lesson))
+        results[number] = result
+        bar.update(1)
+        if on_result:
+            on_result(result)
+
+    try:
+        await asyncio.gather(*(one(*item) for item in pending))
+    finally:
+        writer.shutdown(wait=True)
+        bar.close()
+    return [results[number] for number in range(len(todo))]
+
+
+async def _grade_one(sub: Submission, lesson: Lesson | str, limits: GradeLimits) -> tuple[GradeResult, Any]:
+    from labkit.course.feedback import feedback_notebook
+
+    started = time.monotonic()
+    base = GradeResult(sub.student, sub.notebook, 0.0, None, "", sub.path)
+    if isinstance(lesson, str):
+        return replace(base, status=f"{GRADER_ERROR}: {lesson}"), None
+    base = replace(base, max_score=lesson.max_score)
+    try:
+        data = read_submission(sub.path)
+    except InvalidSubmission as err:
+        result = replace(base, status=f"invalid notebook: {err}", tests=_not_run(lesson, "the notebook is invalid"))
+        return result, feedback_notebook(result)
+    answers = find_answers(lesson, data)
+    if not any(answer.answered for answer in answers.values()):
+        result = replace(base, status="not answered", tests=_not_run(lesson, "nothing was answered"))
+    else:
+        nb = notebook_to_run(lesson, answers)
+        outcome = await run_notebook(nb, limits)
+        tests = _score(lesson, outcome, limits)
+        result = replace(base, score=sum(test.points for test in tests), status=outcome.status, tests=tests)
+    result = replace(result, seconds=time.monotonic() - started)
+    return result, feedback_notebook(result, lesson, answers, extra_cells(lesson, data))
+
+
+def _score(lesson: Lesson, outcome, limits: GradeLimits) -> tuple[TestResult, ...]:
+    from labkit.course.feedback import clean_message
+
+    tests = []
+    for grade_id, test in sorted(lesson.tests.items(), key=lambda item: item[1].index):
+        cell = outcome.cells.get(test.index)
+        max_points = float(test.points or 0)
+        if cell is None:
+            message = f"not run: {outcome.status}"
+        elif cell.state == "ok":
+            message = "passed"
+        elif cell.state == "timeout":
+            message = "timed out (interrupted)"
+        else:
+            message = clean_message(f"{cell.ename}: {cell.evalue}" if cell.evalue else cell.ename)
+        passed = cell is not None and cell.state == "ok"
+        tests.append(TestResult(grade_id, test.index, max_points if passed else 0.0, max_points, passed, message))
+    return tuple(tests)
+
+
+def _not_run(lesson: Lesson, why: str) -> tuple[TestResult, ...]:
+    return tuple(TestResult(grade_id, test.index, 0.0, float(test.points or 0), False, f"not run: {why}")
+                 for grade_id, test in sorted(lesson.tests.items(), key=lambda item: item[1].index))
+
+
+def _record(book: Gradebook, out: Path, result: GradeResult, feedback, submission_digest: str) -> None:
+    if feedback is not None:
+        from labkit.course.feedback import render_html
+
+        folder = out / "feedback" / result.student
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / f"{result.notebook}.html", render_html(feedback))
+    book.record(result.row(), submission_digest)
+
+
+def _lesson(solutions: Path, notebook: str) -> Lesson | str:
+    path = solutions / f"{notebook}.ipynb"
+    if not path.is_file():
+        return f"no solution notebook {path}"
+    try:
+        return load_lesson(path)
+    except LabkitError as err:
+        return f"bad solution notebook: {err}"
+
+
+def _digest(sub: Submission, lesson: Lesson | str) -> str:
+    try:
+        data = sub.path.read_bytes()
+    except OSError:
+        data = b""
+    return digest(data, lesson.digest if isinstance(lesson, Lesson) else lesson.encode())
+
+
+def _from_row(row: Mapping[str, str], sub: Submission) -> GradeResult:
+    max_score = float(row["max_score"]) if row["max_score"] else None
+    return GradeResult(row["student"], row["notebook"], float(row["score"] or 0), max_score, row["status"],
+                       sub.path, resumed=True)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+
+
+def _run_coroutine(coroutine):
+    """Run ``coroutine`` to its end, also from a thread (a notebook) whose event loop runs."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coroutine)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="labkit-grade")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class _NoBar:
+    def __init__(self, total: int, show: bool) -> None:
+        self.total, self.count, self.show = total, 0, show
+
+    def update(self, count: int) -> None:
+        self.count += count
+        if self.show:
+            print(f"\rgraded {self.count}/{self.total}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.show and self.total:
+            print(file=sys.stderr)
+
+
+def _progress_bar(total: int, show: bool):
+    if show:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return _NoBar(total, show)
+        return tqdm(total=total, desc="grading", unit="notebook", file=sys.stderr, dynamic_ncols=True)
+    return _NoBar(total, False)
+
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``labkit grade`` to ``parser``."""
+    parser.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION.ipynb",
+                        help="notebooks to grade; the student is the folder after submitted/ (or the "
+                             "notebook's folder)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="where gradebook.csv and feedback/<student>/<notebook>.html go")
+    parser.add_argument("--solutions", type=Path, default=None, metavar="DIR",
+                        help="solution notebooks, matched by file name (default: solutions/ of the repository)")
+    parser.add_argument("--student", action="append", default=[], metavar="PATH=NAME",
+                        help="name the student of a submission (repeatable); a bare NAME with one submission")
+    parser.add_argument("--jobs", "-j", type=_whole, default=1, metavar="N", help="kernels at once (default 1)")
+    parser.add_argument("--timeout", type=_seconds, default=GradeLimits.cell_timeout_s, metavar="SEC",
+                        help=f"per cell; then it is interrupted (default {GradeLimits.cell_timeout_s:g})")
+    parser.add_argument("--notebook-timeout", type=_seconds, default=GradeLimits.notebook_timeout_s,
+                        metavar="SEC", help=f"whole notebook (default {GradeLimits.notebook_timeout_s:g})")
+    parser.add_argument("--memory-max", type=_size, default=GradeLimits.memory_max_bytes, metavar="SIZE",
+                        help="memory of one submission, all its processes (default 2G; cgroup when writable)")
+    parser.add_argument("--regrade", action="store_true", help="grade again what the gradebook already holds")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``labkit grade`` with parsed ``args``; 0 when every submission got a grade, 1 when the
+    grader failed on some (no solution, kernel did not start). Bad input raises BadArgument."""
+    limits = GradeLimits(cell_timeout_s=args.timeout, notebook_timeout_s=args.notebook_timeout,
+                         memory_max_bytes=args.memory_max)
+    show = sys.stderr.isatty()
+
+    def report(result: GradeResult) -> None:
+        score = f"{_number(result.score)}/{'' if result.max_score is None else _number(result.max_score)}"
+        line = f"{result.student} {result.notebook}: {score} {result.status}" + (" (already graded)" if result.resumed else "")
+        if show:
+            try:
+                from tqdm import tqdm
+
+                tqdm.write(line)
+                return
+            except ImportError:
+                pass
+        print(line, flush=True)
+
+    results = grade(args.submissions, args.out, solutions_dir=args.solutions,
+                    students=_students(args.student, args.submissions), jobs=args.jobs, limits=limits,
+                    regrade=args.regrade, progress=show, on_result=report)
+    failed = [result for result in results if result.grader_error]
+    graded = sum(1 for result in results if not result.resumed)
+    print(f"{graded} graded, {len(results) - graded} already graded, {len(failed)} failed on the grader's "
+          f"side; gradebook: {args.out / CSV_NAME}")
+    return 1 if failed else 0
+
+
+def _students(values: list[str], submissions: list[Path]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for value in values:
+        path, sep, name = value.rpartition("=")
+        if not sep:
+            if len(submissions) != 1:
+                raise BadArgument("--student NAME needs exactly one submission; use --student PATH=NAME")
+            path, name = str(submissions[0]), value
+        names[path] = name
+    return names
+
+
+def _whole(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _size(text: str) -> int:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", text.strip().lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size like 512M or 2G, got {text!r}")
+    return int(float(match[1]) * 1024 ** " kmgt".index(match[2] or " "))

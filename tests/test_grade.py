@@ -1,0 +1,446 @@
+"""labkit grade: honest scores from the solution's tests, hostile submissions contained, nothing left.
+
+Most tests share one graded "class" (``batch``): a dozen submissions of the fixture lesson
+``tests/fixtures/grade/solutions/10_basics.ipynb`` (tests worth 2 + 3 + 5 points, cells 4, 7
+and 10; answers in cells 3, 6 and 9), graded once with two kernels at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from labkit.course import _cgroup, build
+from labkit.course._gradebook import Gradebook, digest
+from labkit.course._merge import find_answers, load_lesson, notebook_to_run
+from labkit.course._run import TOKEN_VAR
+from labkit.course.grade import (GradeLimits, GradeResult, add_arguments, grade, grade_notebook, main,
+                                 read_gradebook, submissions_from)
+from labkit.errors import BadArgument
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures" / "grade"
+SOLUTIONS = FIXTURES / "solutions"
+SOLUTION = SOLUTIONS / "10_basics.ipynb"
+EXERCISE = FIXTURES / "exercises" / "10_basics.ipynb"
+LIMITS = GradeLimits(cell_timeout_s=4, notebook_timeout_s=60, interrupt_grace_s=2, memory_max_bytes=256 * 2**20,
+                     max_processes=64, address_space_max_bytes=2 * 2**30)
+
+ADD = "def add(a, b):\n    return a + b"
+MEAN = "def mean(values):\n    if not values:\n        raise ValueError('empty')\n    return sum(values) / len(values)"
+NORM = "import math\n\ndef norm(v):\n    return math.sqrt(sum(x * x for x in v))"
+RIGHT = {"add_answer": ADD, "mean_answer": MEAN, "norm_answer": NORM}
+LOOP = "while True:\n    pass"
+DEAF = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
+SUICIDE = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+FORKER = """import os, subprocess
+subprocess.Popen(["sleep", "3517"], start_new_session=True)
+for _ in range(400):  # daemons: fork, setsid, fork again; until the process limit refuses
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                os.execvp("sleep", ["sleep", "3518"])
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)"""
+HOG = """chunks = []
+while True:
+    try:
+        chunks.append(bytearray(32 * 2**20))
+    except MemoryError:
+        pass  # and keep asking"""
+
+
+def exercise() -> dict:
+    return json.loads(EXERCISE.read_text())
+
+
+def with_answers(answers: dict[str, str], nb: dict | None = None) -> dict:
+    nb = nb or exercise()
+    for cell in nb["cells"]:
+        grade_id = cell["metadata"].get("nbgrader", {}).get("grade_id")
+        if grade_id in answers:
+            cell["source"] = answers[grade_id]
+    return nb
+
+
+def tamper_tests(nb: dict) -> dict:
+    """Empty every test cell, claim 100 points for each, drop one, add a free bonus test."""
+    for cell in nb["cells"]:
+        meta = cell["metadata"].get("nbgrader", {})
+        if meta.get("grade"):
+            cell["source"], meta["points"] = "pass", 100
+    nb["cells"] = [cell for cell in nb["cells"] if cell["id"] != "norm-tests"]
+    bonus = {"cell_type": "code", "id": "bonus", "execution_count": None, "outputs": [], "source": "pass",
+             "metadata": {"nbgrader": {"grade": True, "solution": False, "locked": True, "points": 1000,
+                                       "grade_id": "bonus", "schema_version": 3}}}
+    nb["cells"].append(bonus)
+    return nb
+
+
+def rename_answer(nb: dict) -> dict:
+    next(cell for cell in nb["cells"] if cell["id"] == "add-answer")["metadata"]["nbgrader"]["grade_id"] = "my_add"
+    return nb
+
+
+CLASS = {  # student -> the notebook's content (dict), or raw file text
+    "solution": json.loads(SOLUTION.read_text()),
+    "untouched": exercise(),
+    "partial": with_answers({"add_answer": ADD, "mean_answer": "def mean(values):\n    return 0"}),
+    "tampered": tamper_tests(with_answers({"add_answer": "def add(a, b):\n    return a - b"})),
+    "tampered-right": tamper_tests(with_answers(RIGHT)),
+    "renamed": rename_answer(with_answers(RIGHT)),
+    "stuck-once": with_answers({**RIGHT, "mean_answer": LOOP}),
+    "loop": with_answers({"add_answer": LOOP}),
+    "deaf": with_answers({"add_answer": DEAF}),
+    "suicide": with_answers({"add_answer": SUICIDE}),
+    "forker": with_answers({"add_answer": FORKER}),
+    "hog": with_answers({"add_answer": HOG}),
+    "invalid-json": '{"cells": [',
+    "not-a-notebook": '{"cells": "none", "nbformat": 4}',
+}
+
+
+def write_class(folder: Path, students=CLASS) -> list[Path]:
+    paths = []
+    for student, content in students.items():
+        path = folder / "submitted" / student / "10_basics.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        paths.append(path)
+    return paths
+
+
+def grader_processes() -> list[psutil.Process]:
+    """Processes started for grading (sandboxes, kernels, all they started) by this test session."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            env = proc.environ()
+        except psutil.Error:
+            continue
+        if TOKEN_VAR in env and env.get("LABKIT_TEST_TAG") == os.environ["LABKIT_TEST_TAG"]:
+            found.append(proc)
+    return found
+
+
+def cgroups_can(controller: str) -> bool:
+    groups = _cgroup.create("probe", 2**30 if controller == "memory" else None, 64 if controller == "pids" else None)
+    try:
+        return controller in groups.folders
+    finally:
+        groups.remove()
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """The class graded with --jobs 2: {student: GradeResult}, and the output folder."""
+    folder = tmp_path_factory.mktemp("class")
+    paths = write_class(folder)
+    results = grade(paths, folder / "graded", solutions_dir=SOLUTIONS, jobs=2, limits=LIMITS)
+    return {result.student: result for result in results}, folder
+
+
+def test_every_submission_gets_one_row(batch):
+    results, folder = batch
+    rows = read_gradebook(folder / "graded" / "gradebook.csv")
+    assert [(row["student"], row["notebook"]) for row in rows] == sorted((s, "10_basics") for s in CLASS)
+    assert all(row["max_score"] == "10" for row in rows)
+    assert {row["student"]: row["score"] for row in rows} == {s: f"{r.score:g}" for s, r in results.items()}
+    assert not grader_processes(), "a submission left processes behind"
+    assert not list((folder / "graded").glob(".tmp-*"))
+
+
+def test_the_solution_gets_full_marks_and_the_untouched_exercise_zero(batch):
+    results, _ = batch
+    assert (results["solution"].score, results["solution"].status) == (10, "ok")
+    assert all(test.passed for test in results["solution"].tests)
+    assert (results["untouched"].score, results["untouched"].status) == (0, "not answered")
+
+
+def test_a_partly_right_submission_gets_partial_marks(batch):
+    partial = batch[0]["partial"]
+    assert (partial.score, partial.status) == (2, "ok")
+    assert [(t.grade_id, t.points, t.passed) for t in partial.tests] == [
+        ("add_tests", 2, True), ("mean_tests", 0, False), ("norm_tests", 0, False)]
+    assert partial.tests[1].message == "AssertionError: mean([1, 2, 3]) should be 2"
+
+
+def test_tests_and_points_come_from_the_solution_whatever_the_submission_did_to_them(batch):
+    results, _ = batch
+    assert (results["tampered"].score, results["tampered"].max_score) == (0, 10)
+    assert (results["tampered-right"].score, results["tampered-right"].status) == (10, "ok")
+    # the hidden test (add(-5, 5)) ran although the student's notebook never had it
+    assert [t.grade_id for t in results["tampered-right"].tests] == ["add_tests", "mean_tests", "norm_tests"]
+
+
+def test_a_renamed_answer_cell_counts_as_not_answered(batch):
+    renamed = batch[0]["renamed"]
+    assert (renamed.score, renamed.status) == (8, "ok")
+    assert "NotImplementedError" in renamed.tests[0].message
+
+
+def test_an_endless_loop_is_interrupted_and_costs_only_its_own_tests(batch):
+    results, _ = batch
+    assert (results["loop"].score, results["loop"].status) == (0, "timeout in cell 3 (add_answer)")
+    stuck = results["stuck-once"]
+    assert (stuck.score, stuck.status) == (7, "timeout in cell 6 (mean_answer)")
+
+
+def test_a_kernel_that_ignores_interrupts_is_killed(batch):
+    deaf = batch[0]["deaf"]
+    assert (deaf.score, deaf.status) == (0, "timeout in cell 3 (add_answer): kernel killed, it ignored the interrupt")
+    assert deaf.tests[0].message.startswith("not run: timeout in cell 3")
+
+
+def test_a_kernel_that_kills_itself_is_reported_dead(batch):
+    suicide = batch[0]["suicide"]
+    assert (suicide.score, suicide.status) == (0, "kernel died in cell 3 (add_answer): killed by SIGKILL")
+
+
+def test_forks_and_daemons_are_limited_and_all_killed(batch):
+    forker = batch[0]["forker"]
+    assert forker.score == 0
+    if cgroups_can("pids"):
+        assert forker.status == "ok; process limit (64) reached"
+    else:
+        assert forker.status == "ok"
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] in (["sleep", "3517"], ["sleep", "3518"])]
+
+
+def test_unbounded_allocation_ends_in_a_clear_status(batch):
+    hog = batch[0]["hog"]
+    assert hog.score == 0
+    if cgroups_can("memory"):
+        assert hog.status == "kernel died in cell 3 (add_answer): out of memory (limit 256 MiB)"
+    else:  # RLIMIT_AS only: MemoryError, which this submission swallows forever
+        assert hog.status == "timeout in cell 3 (add_answer)"
+
+
+def test_unreadable_notebooks_are_reported_not_fatal(batch):
+    results, _ = batch
+    assert results["invalid-json"].status.startswith("invalid notebook: not JSON (")
+    assert results["not-a-notebook"].status == "invalid notebook: not a Jupyter notebook (no list of cells)"
+    assert results["invalid-json"].score == 0 and results["invalid-json"].max_score == 10
+
+
+def test_feedback_shows_each_test_result_but_never_hidden_tests(batch):
+    _, folder = batch
+    page = (folder / "graded" / "feedback" / "partial" / "10_basics.html").read_text()
+    assert "passed: 2 / 2 points<" in page
+    assert "failed: 0 / 3 points: AssertionError: mean([1, 2, 3]) should be 2" in page
+    assert "return 0" in page  # the student's own answer
+    assert "add(-5, 5)" not in page and "HIDDEN" not in page
+    renamed = (folder / "graded" / "feedback" / "renamed" / "10_basics.html").read_text()
+    assert "no cell with grade_id &#x27;add_answer&#x27; (deleted or renamed)" in renamed
+    invalid = (folder / "graded" / "feedback" / "invalid-json" / "10_basics.html").read_text()
+    assert "invalid notebook: not JSON" in invalid
+
+
+def test_jobs_do_not_change_results(batch, tmp_path):
+    results, _ = batch
+    students = ["solution", "partial", "tampered", "suicide", "invalid-json", "untouched"]
+    paths = write_class(tmp_path, {student: CLASS[student] for student in students})
+    alone = grade(paths, tmp_path / "graded", solutions_dir=SOLUTIONS, jobs=1, limits=LIMITS)
+    assert [r.row() for r in alone] == [results[student].row() for student in students]
+
+
+def test_a_rerun_grades_only_what_changed(batch, tmp_path):
+    _, folder = batch
+    shutil.copytree(folder / "submitted", tmp_path / "submitted")
+    shutil.copytree(folder / "graded", tmp_path / "graded")
+    paths = sorted((tmp_path / "submitted").glob("*/10_basics.ipynb"))
+    started = time.monotonic()
+    again = grade(paths, tmp_path / "graded", solutions_dir=SOLUTIONS, limits=LIMITS)
+    assert all(result.resumed for result in again) and time.monotonic() - started < 5
+    resubmitted = tmp_path / "submitted" / "partial" / "10_basics.ipynb"
+    resubmitted.write_text(json.dumps(with_answers(RIGHT)))
+    third = {r.student: r for r in grade(paths, tmp_path / "graded", solutions_dir=SOLUTIONS, limits=LIMITS)}
+    assert [s for s, r in third.items() if not r.resumed] == ["partial"]
+    rows = {row["student"]: row for row in read_gradebook(tmp_path / "graded" / "gradebook.csv")}
+    assert rows["partial"]["score"] == "10" and len(rows) == len(CLASS)
+
+
+def test_regrade_grades_again(tmp_path):
+    paths = write_class(tmp_path, {"solution": CLASS["solution"], "untouched": CLASS["untouched"]})
+    grade(paths, tmp_path / "graded", solutions_dir=SOLUTIONS, limits=LIMITS)
+    again = grade(paths, tmp_path / "graded", solutions_dir=SOLUTIONS, limits=LIMITS, regrade=True)
+    assert [(r.resumed, r.score) for r in again] == [(False, 10), (False, 0)]
+
+
+def test_the_whole_notebook_timeout_holds(tmp_path):
+    slow = "import time\ntime.sleep(2)\n"
+    nb = with_answers({"add_answer": slow + ADD, "mean_answer": slow + MEAN, "norm_answer": slow + NORM})
+    path = write_class(tmp_path, {"slow": nb})[0]
+    result = grade_notebook(path, SOLUTION, limits=GradeLimits(cell_timeout_s=10, notebook_timeout_s=4))
+    assert result.status == "timeout in cell 6 (mean_answer): notebook over 4 s"
+    assert result.score == 2  # add ran and passed before the deadline
+
+
+def test_a_kernel_that_cannot_start_is_the_graders_failure_and_is_retried(tmp_path):
+    path = write_class(tmp_path, {"solution": CLASS["solution"]})[0]
+    tiny = GradeLimits(address_space_max_bytes=64 * 2**20, startup_timeout_s=20)
+    first = grade([path], tmp_path / "graded", solutions_dir=SOLUTIONS, limits=tiny)[0]
+    assert first.grader_error and first.status.startswith("grader error: the kernel did not start")
+    second = grade([path], tmp_path / "graded", solutions_dir=SOLUTIONS, limits=LIMITS)[0]
+    assert (second.resumed, second.score, second.status) == (False, 10, "ok")
+
+
+def test_a_missing_solution_is_the_graders_failure(tmp_path):
+    path = tmp_path / "submitted" / "ann" / "99_nothing.ipynb"
+    path.parent.mkdir(parents=True)
+    shutil.copy(EXERCISE, path)
+    result = grade([path], tmp_path / "graded", solutions_dir=SOLUTIONS)[0]
+    assert result.grader_error and result.status == f"grader error: no solution notebook {SOLUTIONS / '99_nothing.ipynb'}"
+    assert read_gradebook(tmp_path / "graded" / "gradebook.csv")[0]["max_score"] == ""
+
+
+def test_killing_the_grader_leaves_a_whole_gradebook_and_no_process(tmp_path):
+    paths = write_class(tmp_path, {"a-solution": CLASS["solution"], "b-loop": CLASS["loop"]})
+    script = ("import sys; from labkit.course.grade import grade, GradeLimits; "
+              "grade(sys.argv[1:3], sys.argv[3], solutions_dir=sys.argv[4], limits=GradeLimits(cell_timeout_s=60))")
+    grader = subprocess.Popen([sys.executable, "-c", script, *map(str, paths), str(tmp_path / "graded"), str(SOLUTIONS)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (read_gradebook(tmp_path / "graded" / "gradebook.csv") and
+                   any("ipykernel_launcher" in " ".join(p.cmdline()) for p in grader_processes())):
+            assert time.monotonic() < deadline and grader.poll() is None, "the grader never reached b-loop"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        grader.send_signal(signal.SIGKILL)
+    finally:
+        grader.kill()
+        grader.wait()
+    deadline = time.monotonic() + 10
+    while grader_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not grader_processes(), "the sandbox must kill its kernel when the grader dies"
+    assert [row["student"] for row in read_gradebook(tmp_path / "graded" / "gradebook.csv")] == ["a-solution"]
+    rerun = grade(paths, tmp_path / "graded", solutions_dir=SOLUTIONS, limits=LIMITS)
+    assert [(r.student, r.resumed, r.score) for r in rerun] == [("a-solution", True, 10), ("b-loop", False, 0)]
+
+
+def test_lesson_01_solution_gets_full_marks_and_its_exercise_zero(tmp_path, capsys):
+    solution, exercise_ = ROOT / "solutions" / "01_signals.ipynb", ROOT / "exercises" / "01_signals.ipynb"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([str(solution), str(exercise_), "--out", str(tmp_path), "--jobs", "2",
+                              "--student", f"{solution}=instructor", "--student", f"{exercise_}=untouched"])
+    assert main(args) == 0
+    rows = read_gradebook(tmp_path / "gradebook.csv")
+    assert rows == [
+        {"student": "instructor", "notebook": "01_signals", "score": "10", "max_score": "10", "status": "ok"},
+        {"student": "untouched", "notebook": "01_signals", "score": "0", "max_score": "10", "status": "not answered"},
+    ]
+    assert "instructor 01_signals: 10/10 ok" in capsys.readouterr().out
+    assert (tmp_path / "feedback" / "instructor" / "01_signals.html").is_file()
+    assert not grader_processes()
+
+
+# -- the parts, without kernels --------------------------------------------------------------------
+
+def test_students_are_named_by_their_folder_or_by_mapping(tmp_path):
+    paths = [tmp_path / "submitted" / "ann" / "01_x.ipynb", tmp_path / "submitted" / "bo" / "ps1" / "01_x.ipynb",
+             tmp_path / "inbox" / "02_y.ipynb"]
+    for path in paths:
+        path.parent.mkdir(parents=True)
+        path.write_text("{}")
+    named = submissions_from(paths)
+    assert [(s.student, s.notebook) for s in named] == [("ann", "01_x"), ("bo", "01_x"), ("inbox", "02_y")]
+    assert submissions_from(paths[2:], {paths[2]: "cy"})[0].student == "cy"
+    with pytest.raises(BadArgument, match="both ann's 01_x"):
+        submissions_from([paths[0], paths[0]])
+    with pytest.raises(BadArgument, match="no submission at"):
+        submissions_from([tmp_path / "missing.ipynb"])
+    with pytest.raises(BadArgument, match="bad student name"):
+        submissions_from(paths[:1], {paths[0]: ".."})
+
+
+def test_answers_match_by_grade_id_preferring_the_original_cell():
+    lesson = load_lesson(SOLUTION)
+    nb = with_answers(RIGHT)
+    copy = json.loads(json.dumps(next(c for c in nb["cells"] if c["id"] == "add-answer")))
+    copy["id"], copy["source"] = "pasted", "def add(a, b):\n    return 0"
+    nb["cells"].insert(0, copy)  # a copy pasted above, JupyterLab keeps its metadata
+    answers = find_answers(lesson, nb)
+    assert answers["add_answer"].source == ADD and answers["add_answer"].answered
+    markdown = with_answers(RIGHT)
+    next(c for c in markdown["cells"] if c["id"] == "norm-answer")["cell_type"] = "markdown"
+    assert find_answers(lesson, markdown)["norm_answer"].note == "the cell is 'markdown', not 'code'"
+
+
+def test_the_notebook_that_runs_is_the_solution_with_the_answers_put_in():
+    lesson = load_lesson(SOLUTION)
+    tampered = tamper_tests(with_answers({"add_answer": "def add(a, b):\n    return 7"}))
+    run = notebook_to_run(lesson, find_answers(lesson, tampered))
+    assert [cell.id for cell in run.cells] == [cell.id for cell in lesson.solution.cells]
+    sources = {cell.id: cell.source for cell in run.cells}
+    assert sources["add-answer"] == "def add(a, b):\n    return 7"
+    assert sources["add-tests"] == lesson.solution.cells[4].source and "HIDDEN TESTS" in sources["add-tests"]
+    assert sources["mean-answer"] == lesson.stubs["mean_answer"]
+
+
+def test_the_gradebook_regrades_a_changed_submission(tmp_path):
+    book = Gradebook(tmp_path)
+    row = GradeResult("ann", "01_x", 2.5, 10, "ok").row()
+    assert row == {"student": "ann", "notebook": "01_x", "score": "2.5", "max_score": "10", "status": "ok"}
+    book.record(row, digest(b"v1"))
+    again = Gradebook(tmp_path)
+    assert again.graded("ann", "01_x", digest(b"v1")) == row
+    assert again.graded("ann", "01_x", digest(b"v2")) is None
+    again.record({**row, "status": "grader error: x"}, digest(b"v2"))
+    assert Gradebook(tmp_path).graded("ann", "01_x", digest(b"v2")) is None
+
+
+def test_the_fixture_exercise_is_built_from_its_solution():
+    assert build(SOLUTIONS, FIXTURES / "exercises", check=True).ok
+
+
+def test_the_sandbox_kills_what_escaped_into_a_new_session(tmp_path):
+    sandbox = ROOT / "labkit" / "course" / "_sandbox.py"
+    child = ("import subprocess, sys; p = subprocess.Popen(['sleep', '3519'], start_new_session=True); "
+             "print(p.pid, flush=True)")
+    done = subprocess.run([sys.executable, "-I", "-S", str(sandbox), "--status", str(tmp_path / "s.json"), "--",
+                           sys.executable, "-c", child], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0
+    assert not psutil.pid_exists(int(done.stdout)) or psutil.Process(int(done.stdout)).status() == "zombie"
+    assert json.loads((tmp_path / "s.json").read_text()) == {"left": 0, "stopped": False, "exit_code": 0, "signal": None}
+    stopped = subprocess.Popen([sys.executable, "-I", "-S", str(sandbox), "--status", str(tmp_path / "t.json"), "--",
+                                "sh", "-c", "setsid sleep 3520 & sleep 3521"])
+    time.sleep(0.5)
+    stopped.terminate()
+    assert stopped.wait(timeout=10) == 0
+    assert json.loads((tmp_path / "t.json").read_text())["stopped"] is True
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and p.info["cmdline"][-1] in ("3520", "3521")]
+
+
+@pytest.mark.skipif(not _cgroup._own_cgroup_folders(), reason="no writable cgroup on this machine")
+def test_a_cgroup_lists_its_members_and_kills_them():
+    groups = _cgroup.create("test", 2**30, 64)
+    sleeper = subprocess.Popen(["sleep", "3522"])
+    try:
+        for folder in groups.folders.values():
+            (folder / "cgroup.procs").write_text(str(sleeper.pid))
+        assert groups.procs() == {sleeper.pid}
+        assert groups.kill() == 0
+        assert sleeper.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        groups.remove()
+    assert not any(folder.exists() for folder in groups.folders.values())
