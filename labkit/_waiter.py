@@ -44,6 +44,8 @@ def _job_preexec(mode: str):
 
 def _command_for(mode: str, command: list[str]) -> list[str]:
     if mode == "nohup" and shutil.which("nohup"):
+        if shutil.which(command[0]) is None:  # nohup would start, then fail with 127 in the log
+            raise FileNotFoundError(2, "No such file or directory", command[0])
         return ["nohup", *command]  # the real tool: it sets SIGHUP to ignored and execs the command
     return command
 
@@ -70,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ready = os.fdopen(args.ready_fd, "w")
     try:
+        argv = _command_for(args.mode, command)
         with open(args.job_dir / "job.log", "ab", buffering=0) as log:
             child = subprocess.Popen(
-                _command_for(args.mode, command), stdin=subprocess.DEVNULL, stdout=log,
+                argv, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=(args.mode == "setsid"),
                 preexec_fn=_job_preexec(args.mode),
             )

@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from labkit import checkpoint as ckpt
+from labkit.errors import LabkitError
 from labkit.signals import explain_exit_code, parse_signal, shell_exit_code
 
 
@@ -123,11 +124,15 @@ def expect_disposition(target, sig: str | int, wanted: str) -> str:
     return f"pid {pid}: {parse_signal(sig).name} is {seen}"
 
 
-def newest_checkpoint_step(run_dir: str | Path) -> int | None:
-    """Step of the newest checkpoint that verifies, or None."""
+def newest_checkpoint_step(run_dir: str | Path, verify: bool = True) -> int | None:
+    """Step of the newest checkpoint that verifies (or, with ``verify=False``, by name only), or None."""
+    folder = Path(run_dir) / "checkpoints"
+    if not verify:
+        found = ckpt.list_checkpoints(folder)
+        return found[0][0] if found else None
     try:
-        return ckpt.load_latest(Path(run_dir) / "checkpoints").checkpoint.step
-    except Exception:
+        return ckpt.load_latest(folder).checkpoint.step
+    except LabkitError:
         return None
 
 

@@ -15,6 +15,7 @@ give its pid to an unrelated process, and labkit never signals that one.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -297,14 +298,28 @@ def start(
     _check_name(name)
     if mode not in MODES:
         raise BadArgument(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    job_dir = jobs_root(home) / name
-    _clear_ended_job(name, home, job_dir)
     if run_dir:
         run_dir = Path(run_dir).expanduser().resolve()
     if not command:
-        run_dir = run_dir or job_dir / "run"
+        run_dir = run_dir or jobs_root(home) / name / "run"
         command = trainer_command(run_dir)
+    job_dir = jobs_root(home) / name
     job_dir.mkdir(parents=True, exist_ok=True)
+    with open(job_dir / ".lock", "w") as lock:
+        try:  # held until the job is recorded; the kernel drops it if this process dies
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BadArgument(f"job {name!r} is being started by another command right now") from None
+        _clear_ended_job(name, home, job_dir)
+        answer = _spawn_waiter(job_dir, name, mode, run_dir, command, env, timeout_s)
+    if not answer.startswith("ok"):
+        raise BadArgument(answer.removeprefix("error: ") or f"job {name!r} did not start; see {job_dir / 'job.log'}")
+    return Job(name, home)
+
+
+def _spawn_waiter(job_dir: Path, name: str, mode: str, run_dir: Path | None, command: list[str],
+                  env: dict[str, str] | None, timeout_s: float) -> str:
+    """Start the job's waiter and return its first line: "ok PID" or "error: ..."."""
     read_fd, write_fd = os.pipe()
     waiter = [sys.executable, "-m", "labkit._waiter", "--job-dir", str(job_dir), "--name", name,
               "--mode", mode, "--ready-fd", str(write_fd)]
@@ -315,13 +330,10 @@ def start(
                                         stdout=log, stderr=subprocess.STDOUT, env=env)
     os.close(write_fd)
     try:
-        answer = _read_line(read_fd, timeout_s)
+        return _read_line(read_fd, timeout_s)
     finally:
         os.close(read_fd)
         intermediate.wait()
-    if not answer.startswith("ok"):
-        raise BadArgument(answer.removeprefix("error: ") or f"job {name!r} did not start; see {job_dir / 'job.log'}")
-    return Job(name, home)
 
 
 def list_jobs(home: str | os.PathLike | None = None) -> list[Job]:

@@ -28,7 +28,7 @@ import psutil
 from labkit import checks, monitor, signals
 from labkit._prctl import set_parent_death_signal
 from labkit.errors import BadArgument, JobTimeout, LabkitError
-from labkit.jobs import labkit_home
+from labkit.jobs import labkit_home, trainer_command
 from labkit.trainer.config import FAULTS
 
 SIGNAL_BUTTONS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGKILL", "SIGSTOP", "SIGCONT", "SIGUSR1", "SIGUSR2")
@@ -121,10 +121,10 @@ class TrainerPanel:
             if fresh and not resume:
                 _empty_run_dir(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            command = [sys.executable, "-m", "labkit.trainer", "--run-dir", str(self.run_dir),
-                       "--epochs", str(epochs), "--steps-per-epoch", str(steps_per_epoch),
-                       "--step-time", str(step_time), "--workers", str(workers), "--memory-mb", str(memory_mb),
-                       "--checkpoint-every", str(checkpoint_every), *extra_args]
+            command = trainer_command(
+                self.run_dir, "--epochs", str(epochs), "--steps-per-epoch", str(steps_per_epoch),
+                "--step-time", str(step_time), "--workers", str(workers), "--memory-mb", str(memory_mb),
+                "--checkpoint-every", str(checkpoint_every), *extra_args)
             if fault not in (None, "", "none"):
                 command += ["--fault", fault]
             if resume:
@@ -244,7 +244,7 @@ class TrainerPanel:
         if self.proc is None:
             return f"not started | {self._message}"
         step = checks.last_logged_step(self.run_dir)
-        saved = checks.newest_checkpoint_step(self.run_dir)
+        saved = checks.newest_checkpoint_step(self.run_dir, verify=False)  # cheap: redrawn twice a second
         lost = max(0, step - (saved or 0))
         parts = [self.state, f"pid {self.proc.pid}", f"step {step}", f"last checkpoint {saved}"]
         if self.exit_code is None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from labkit.jobs import trainer_command
+
 
 
 
@@ -78,10 +80,6 @@ def home(tmp_path, monkeypatch) -> Path:
                 proc.kill()
             except psutil.Error:
                 pass
-
-
-def trainer_command(run_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "labkit.trainer", "--run-dir", str(run_dir), *args]
 
 
 FAST = ("--epochs", "2", "--steps-per-epoch", "15", "--step-time", "0", "--checkpoint-every", "5")

@@ -66,6 +66,7 @@ def test_start_and_sigterm_from_the_panel_in_jupyterlab(lab, tmp_path):
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
         start = page.locator("button.widget-button", has_text="Start")
         for attempt in range(4):  # a click that lands before the kernel's session is connected is lost
+            _dismiss_dialogs(page)  # e.g. "select a kernel" or a news prompt shown on a slow start
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.get_by_text("Run All Cells", exact=True).click()
             try:
@@ -89,6 +90,12 @@ def test_start_and_sigterm_from_the_panel_in_jupyterlab(lab, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
         browser.close()
+
+
+def _dismiss_dialogs(page) -> None:
+    dialogs = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+    for index in range(dialogs.count()):
+        dialogs.nth(index).click()
 
 
 def _wait(condition, timeout_s: float, what: str) -> None:

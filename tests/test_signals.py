@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 
 import psutil
@@ -48,8 +49,12 @@ def test_self_and_ancestors_are_refused():
     with pytest.raises(ProtectedProcess, match="this process"):
         signals.send_signal(os.getpid(), "SIGCONT")
     # SIGCONT: harmless should the protection ever regress (it must not take the test runner down)
-    with pytest.raises(ProtectedProcess, match="ancestor"):
-        signals.send_signal(os.getppid(), "SIGCONT")
+    # A child asks to signal its parent (this test process, never PID 1): refused as an ancestor.
+    code = ("from labkit import signals, errors\nimport os\n"
+            "try:\n    signals.send_signal(os.getppid(), 'SIGCONT')\n"
+            "except errors.ProtectedProcess as err:\n    print(err)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert f"refusing to signal pid {os.getpid()}" in out and "ancestor" in out
     with pytest.raises(ProtectedProcess, match="process group"):
         signals.send_group_signal(os.getpgrp(), "SIGCONT")
 
