@@ -151,3 +151,11 @@ def test_logs_follow_prints_the_tail_then_new_lines_once(home):
     followed = labkit("jobs", "logs", "chatty", "--follow", "--lines", "2")
     lines = [line for line in followed.stdout.splitlines() if line.startswith("line")]
     assert lines[-1] == "line 7" and len(lines) == len(set(lines)), followed.stdout
+
+
+def test_doctor_json_is_one_object_with_every_capability():
+    done = labkit("doctor", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert {"tmux", "strace", "cgroup", "ptrace", "gpu"} <= report["capabilities"].keys()
+    assert all({"ok", "detail", "hint"} <= entry.keys() for entry in report["capabilities"].values())
