@@ -62,12 +62,17 @@ def measure_stops(root: Path, stops: int, rng: random.Random) -> tuple[list[floa
     for trial in range(stops):
         run_dir = root / f"stop{trial}"
         proc = trainer(run_dir, *STOP_ARGS)
-        wait_for_steps(run_dir, 3)
-        time.sleep(rng.uniform(0, STEP_TIME_S))  # land anywhere inside a step
-        sent = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait()
-        latencies.append(time.perf_counter() - sent)
+        try:
+            wait_for_steps(run_dir, 3)
+            time.sleep(rng.uniform(0, STEP_TIME_S))  # land anywhere inside a step
+            sent = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait()
+            latencies.append(time.perf_counter() - sent)
+        finally:  # an error or Ctrl-C must not leave a 1000-epoch trainer behind
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         if code != 0:
             raise RuntimeError(f"trial {trial}: exit code {code}")
     return latencies, run_dir
@@ -107,10 +112,12 @@ def exact_resume(root: Path, kills: int, rng: random.Random, workers: int) -> di
                    check=True, capture_output=True, env=ENV)
     for _ in range(kills):
         proc = trainer(resumed, *args, "--resume")
-        wait_until_training(resumed, proc.pid)
-        time.sleep(rng.uniform(0.0, 0.15))  # land anywhere in training, which is mostly saving here
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        try:
+            wait_until_training(resumed, proc.pid)
+            time.sleep(rng.uniform(0.0, 0.15))  # land anywhere in training, which is mostly saving here
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
         if (resumed / "final.json").exists():
             raise RuntimeError("the run finished before all kills were made; make it longer")
     subprocess.run([sys.executable, "-m", "labkit.trainer", "--run-dir", str(resumed), *args, "--resume"],
