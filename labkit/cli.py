@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_course_arguments(csub.add_parser("build", help="solutions/ -> exercises/; --check fails if they differ"))
 
+    from labkit.course.grade import add_arguments as add_grade_arguments
+
+    add_grade_arguments(sub.add_parser("grade", help="grade exercise notebooks: gradebook.csv and feedback pages"))
+
     monitor = sub.add_parser("monitor", help="sample a process tree's CPU, memory, threads and I/O")
     from labkit.monitor import add_arguments as add_monitor_arguments
 
@@ -150,6 +154,10 @@ def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
         from labkit.course.build import main as course_build
 
         return course_build(args)
+    if args.command == "grade":
+        from labkit.course.grade import main as grade_main
+
+        return grade_main(args)
     if args.command == "monitor":
         from labkit.monitor import main as monitor_main
 

@@ -8,22 +8,28 @@ and 10; answers in cells 3, 6 and 9), graded once with two kernels at a time.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import html
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import nbformat
 import psutil
 import pytest
 
 from labkit.course import _cgroup, build
 from labkit.course._gradebook import Gradebook, digest
 from labkit.course._merge import find_answers, load_lesson, notebook_to_run
-from labkit.course._run import TOKEN_VAR
+from labkit.course._run import TOKEN_VAR, _kernel_env, run_notebook
 from labkit.course.grade import (GradeLimits, GradeResult, add_arguments, grade, grade_notebook, main,
                                  read_gradebook, submissions_from)
 from labkit.errors import BadArgument
@@ -58,6 +64,10 @@ for _ in range(400):  # daemons: fork, setsid, fork again; until the process lim
         finally:
             os._exit(0)
     os.waitpid(pid, 0)"""
+PARRICIDE = """import os, signal, subprocess
+subprocess.Popen(["sleep", "3523"], start_new_session=True)
+os.kill(os.getppid(), signal.SIGKILL)  # the sandbox: then nothing reaps, nothing kills for it"""
+CHATTY = "while True:\n    print('x' * 100_000)"
 HOG = """chunks = []
 while True:
     try:
@@ -111,6 +121,8 @@ CLASS = {  # student -> the notebook's content (dict), or raw file text
     "suicide": with_answers({"add_answer": SUICIDE}),
     "forker": with_answers({"add_answer": FORKER}),
     "hog": with_answers({"add_answer": HOG}),
+    "chatty": with_answers({"add_answer": CHATTY}),
+    "parricide": with_answers({"add_answer": PARRICIDE}),
     "invalid-json": '{"cells": [',
     "not-a-notebook": '{"cells": "none", "nbformat": 4}',
 }
@@ -213,6 +225,12 @@ def test_a_kernel_that_kills_itself_is_reported_dead(batch):
     assert (suicide.score, suicide.status) == (0, "kernel died in cell 3 (add_answer): killed by SIGKILL")
 
 
+def test_a_kernel_that_kills_its_sandbox_dies_with_all_it_started(batch):
+    parricide = batch[0]["parricide"]
+    assert (parricide.score, parricide.status) == (0, "kernel died in cell 3 (add_answer)")
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "3523"]]
+
+
 def test_forks_and_daemons_are_limited_and_all_killed(batch):
     forker = batch[0]["forker"]
     assert forker.score == 0
@@ -221,6 +239,16 @@ def test_forks_and_daemons_are_limited_and_all_killed(batch):
     else:
         assert forker.status == "ok"
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] in (["sleep", "3517"], ["sleep", "3518"])]
+
+
+def test_without_cgroups_the_sandbox_and_the_token_sweep_still_kill_everything(tmp_path, monkeypatch):
+    monkeypatch.setattr(_cgroup, "create", lambda *args: _cgroup.Cgroups())  # as on a machine without any
+    paths = write_class(tmp_path, {student: CLASS[student] for student in ("forker", "parricide", "solution")})
+    results = grade(paths, tmp_path / "graded", solutions_dir=SOLUTIONS, jobs=2, limits=LIMITS)
+    statuses = {result.student: (result.score, result.status) for result in results}
+    assert statuses["parricide"] == (0, "kernel died in cell 3 (add_answer)")
+    assert statuses["solution"] == (10, "ok") and statuses["forker"][0] == 0
+    assert not grader_processes()
 
 
 def test_unbounded_allocation_ends_in_a_clear_status(batch):
@@ -232,6 +260,22 @@ def test_unbounded_allocation_ends_in_a_clear_status(batch):
         assert hog.status == "timeout in cell 3 (add_answer)"
 
 
+def test_endless_output_is_contained(batch):
+    chatty = batch[0]["chatty"]
+    assert chatty.score == 0
+    assert chatty.status.startswith(("timeout in cell 3 (add_answer)", "kernel died in cell 3 (add_answer)"))
+
+
+def test_output_beyond_the_cap_is_dropped():
+    printer = "import sys, time\nfor _ in range(5):\n    print('y' * 60_000)\n    sys.stdout.flush()\n    time.sleep(0.3)"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(printer), nbformat.v4.new_code_cell("print('next')")])
+    outcome = asyncio.run(run_notebook(nb, GradeLimits(output_max_bytes=100_000)))
+    assert outcome.status == "ok"
+    texts = [output.get("text", "") for output in nb.cells[0].outputs]
+    assert sum(map(len, texts)) < 100_000 + 200 and "output beyond 100000 bytes dropped" in texts[-1]
+    assert nb.cells[1].outputs[0]["text"] == "next\n"
+
+
 def test_unreadable_notebooks_are_reported_not_fatal(batch):
     results, _ = batch
     assert results["invalid-json"].status.startswith("invalid notebook: not JSON (")
@@ -241,13 +285,13 @@ def test_unreadable_notebooks_are_reported_not_fatal(batch):
 
 def test_feedback_shows_each_test_result_but_never_hidden_tests(batch):
     _, folder = batch
-    page = (folder / "graded" / "feedback" / "partial" / "10_basics.html").read_text()
-    assert "passed: 2 / 2 points<" in page
+    page = re.sub(r"<[^>]+>", "", (folder / "graded" / "feedback" / "partial" / "10_basics.html").read_text())
+    assert "passed: 2 / 2 points\n" in page
     assert "failed: 0 / 3 points: AssertionError: mean([1, 2, 3]) should be 2" in page
     assert "return 0" in page  # the student's own answer
     assert "add(-5, 5)" not in page and "HIDDEN" not in page
-    renamed = (folder / "graded" / "feedback" / "renamed" / "10_basics.html").read_text()
-    assert "no cell with grade_id &#x27;add_answer&#x27; (deleted or renamed)" in renamed
+    renamed = html.unescape((folder / "graded" / "feedback" / "renamed" / "10_basics.html").read_text())
+    assert "no cell with grade_id 'add_answer' (deleted or renamed)" in renamed
     invalid = (folder / "graded" / "feedback" / "invalid-json" / "10_basics.html").read_text()
     assert "invalid notebook: not JSON" in invalid
 
@@ -294,7 +338,7 @@ def test_the_whole_notebook_timeout_holds(tmp_path):
 
 def test_a_kernel_that_cannot_start_is_the_graders_failure_and_is_retried(tmp_path):
     path = write_class(tmp_path, {"solution": CLASS["solution"]})[0]
-    tiny = GradeLimits(address_space_max_bytes=64 * 2**20, startup_timeout_s=20)
+    tiny = GradeLimits(address_space_max_bytes=16 * 2**20)  # too small for Python itself
     first = grade([path], tmp_path / "graded", solutions_dir=SOLUTIONS, limits=tiny)[0]
     assert first.grader_error and first.status.startswith("grader error: the kernel did not start")
     second = grade([path], tmp_path / "graded", solutions_dir=SOLUTIONS, limits=LIMITS)[0]
@@ -310,11 +354,14 @@ def test_a_missing_solution_is_the_graders_failure(tmp_path):
     assert read_gradebook(tmp_path / "graded" / "gradebook.csv")[0]["max_score"] == ""
 
 
-def test_killing_the_grader_leaves_a_whole_gradebook_and_no_process(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_stopping_the_grader_leaves_a_whole_gradebook_and_no_process(tmp_path, sig):
     paths = write_class(tmp_path, {"a-solution": CLASS["solution"], "b-loop": CLASS["loop"]})
     script = ("import sys; from labkit.course.grade import grade, GradeLimits; "
               "grade(sys.argv[1:3], sys.argv[3], solutions_dir=sys.argv[4], limits=GradeLimits(cell_timeout_s=60))")
-    grader = subprocess.Popen([sys.executable, "-c", script, *map(str, paths), str(tmp_path / "graded"), str(SOLUTIONS)])
+    before = set(Path(tempfile.gettempdir()).glob("labkit-grade-*"))
+    grader = subprocess.Popen([sys.executable, "-c", script, *map(str, paths), str(tmp_path / "graded"), str(SOLUTIONS)],
+                              stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while not (read_gradebook(tmp_path / "graded" / "gradebook.csv") and
@@ -322,33 +369,43 @@ def test_killing_the_grader_leaves_a_whole_gradebook_and_no_process(tmp_path):
             assert time.monotonic() < deadline and grader.poll() is None, "the grader never reached b-loop"
             time.sleep(0.05)
         time.sleep(0.5)
-        grader.send_signal(signal.SIGKILL)
+        grader.send_signal(sig)
+        if sig == signal.SIGINT:  # the grader stops its kernels itself, records nothing half-done
+            assert grader.wait(timeout=20) == -signal.SIGINT
     finally:
         grader.kill()
         grader.wait()
     deadline = time.monotonic() + 10
     while grader_processes() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not grader_processes(), "the sandbox must kill its kernel when the grader dies"
+    assert not grader_processes(), "every kernel must end with the grader"
+    assert set(Path(tempfile.gettempdir()).glob("labkit-grade-*")) <= before, "and its folder be removed"
     assert [row["student"] for row in read_gradebook(tmp_path / "graded" / "gradebook.csv")] == ["a-solution"]
-    rerun = grade(paths, tmp_path / "graded", solutions_dir=SOLUTIONS, limits=LIMITS)
+    rerun = grade(paths, tmp_path / "graded", solutions_dir=SOLUTIONS, limits=replace(LIMITS, cell_timeout_s=1.5))
     assert [(r.student, r.resumed, r.score) for r in rerun] == [("a-solution", True, 10), ("b-loop", False, 0)]
 
 
-def test_lesson_01_solution_gets_full_marks_and_its_exercise_zero(tmp_path, capsys):
+def test_lesson_01_solution_gets_full_marks_its_exercise_zero_and_one_answer_its_points(tmp_path, capsys):
     solution, exercise_ = ROOT / "solutions" / "01_signals.ipynb", ROOT / "exercises" / "01_signals.ipynb"
+    answer = next(c for c in json.loads(solution.read_text())["cells"] if c["id"] == "5408dd04")  # ex3_answer
+    partial = json.loads(exercise_.read_text())
+    next(c for c in partial["cells"] if c["id"] == "5408dd04")["source"] = answer["source"]
+    partial_path = tmp_path / "submitted" / "ann" / "01_signals.ipynb"
+    partial_path.parent.mkdir(parents=True)
+    partial_path.write_text(json.dumps(partial))
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args([str(solution), str(exercise_), "--out", str(tmp_path), "--jobs", "2",
-                              "--student", f"{solution}=instructor", "--student", f"{exercise_}=untouched"])
+    args = parser.parse_args([str(solution), str(exercise_), str(partial_path), "--out", str(tmp_path / "graded"),
+                              "--jobs", "2", "--student", f"{solution}=instructor", "--student", f"{exercise_}=untouched"])
     assert main(args) == 0
-    rows = read_gradebook(tmp_path / "gradebook.csv")
+    rows = read_gradebook(tmp_path / "graded" / "gradebook.csv")
     assert rows == [
+        {"student": "ann", "notebook": "01_signals", "score": "3", "max_score": "10", "status": "ok"},
         {"student": "instructor", "notebook": "01_signals", "score": "10", "max_score": "10", "status": "ok"},
         {"student": "untouched", "notebook": "01_signals", "score": "0", "max_score": "10", "status": "not answered"},
     ]
     assert "instructor 01_signals: 10/10 ok" in capsys.readouterr().out
-    assert (tmp_path / "feedback" / "instructor" / "01_signals.html").is_file()
+    assert (tmp_path / "graded" / "feedback" / "instructor" / "01_signals.html").is_file()
     assert not grader_processes()
 
 
@@ -407,6 +464,16 @@ def test_the_gradebook_regrades_a_changed_submission(tmp_path):
     assert Gradebook(tmp_path).graded("ann", "01_x", digest(b"v2")) is None
 
 
+def test_the_kernel_gets_no_credentials_and_a_home_of_its_own(monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    monkeypatch.setenv("TMUX", "/tmp/tmux-0/default,1,0")
+    env = _kernel_env(tmp_path, "token")
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "TMUX" not in env
+    assert env["HOME"] == str(tmp_path) and env["LABKIT_HOME"] == str(tmp_path / ".labkit")
+    assert env[TOKEN_VAR] == "token" and env["PATH"] == os.environ["PATH"]
+    assert env["LABKIT_TEST_TAG"] == os.environ["LABKIT_TEST_TAG"]  # the suite's leak check sees kernels
+
+
 def test_the_fixture_exercise_is_built_from_its_solution():
     assert build(SOLUTIONS, FIXTURES / "exercises", check=True).ok
 
@@ -427,6 +494,19 @@ def test_the_sandbox_kills_what_escaped_into_a_new_session(tmp_path):
     assert stopped.wait(timeout=10) == 0
     assert json.loads((tmp_path / "t.json").read_text())["stopped"] is True
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and p.info["cmdline"][-1] in ("3520", "3521")]
+
+
+def test_the_sandbox_applies_rlimits_to_what_it_starts(tmp_path):
+    sandbox = ROOT / "labkit" / "course" / "_sandbox.py"
+    probe = ("import os, resource, sys\n"
+             "print(resource.getrlimit(resource.RLIMIT_FSIZE)[0], resource.getrlimit(resource.RLIMIT_CPU)[0])\n"
+             "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)\n"
+             "try:\n    for _ in range(10):\n        os.write(fd, b'x' * 1000)\n"
+             "except OSError as err:\n    print(err.strerror)")
+    done = subprocess.run([sys.executable, "-I", "-S", str(sandbox), "--fsize", "4096", "--cpu", "30", "--",
+                           sys.executable, "-c", probe, str(tmp_path / "big")], capture_output=True, text=True, timeout=30)
+    assert done.stdout.splitlines() == ["4096 30", "File too large"]
+    assert (tmp_path / "big").stat().st_size == 4096
 
 
 @pytest.mark.skipif(not _cgroup._own_cgroup_folders(), reason="no writable cgroup on this machine")

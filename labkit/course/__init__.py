@@ -1,4 +1,4 @@
-"""The course's exercises: build them from solutions, find their answer and test cells.
+"""The course's exercises: build them from solutions, find their answer and test cells, grade them.
 
 ``import labkit.course`` does not import nbformat; the functions that need it do.
 """
@@ -22,13 +22,27 @@ from labkit.course.cells import (
     graded_cells,
     test_cells,
 )
+from labkit.course.grade import (
+    GradeLimits,
+    GradeResult,
+    Submission,
+    TestResult,
+    grade,
+    grade_notebook,
+    read_gradebook,
+    submissions_from,
+)
 from labkit.course.regions import RegionError, strip_regions
 
 __all__ = [
     "BadCell",
     "BuildReport",
+    "GradeLimits",
+    "GradeResult",
     "GradedCell",
     "RegionError",
+    "Submission",
+    "TestResult",
     "add_arguments",
     "answer_cells",
     "build",
@@ -36,10 +50,14 @@ __all__ = [
     "canonical_metadata",
     "cell_kind",
     "find_repo_root",
+    "grade",
+    "grade_notebook",
     "graded_cells",
     "main",
+    "read_gradebook",
     "read_notebook",
     "render",
     "strip_regions",
+    "submissions_from",
     "test_cells",
 ]

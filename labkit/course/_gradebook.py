@@ -11,13 +11,10 @@ rename, so an interrupted run leaves the previous complete version, never half a
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
 from pathlib import Path
-
-from labkit._atomic import write_atomic
 
 FIELDS = ("student", "notebook", "score", "max_score", "status")
 GRADER_ERROR = "grader error"  #: statuses starting so are the grader's failures: retried on rerun
@@ -27,6 +24,8 @@ STATE_NAME = ".gradebook-state.json"
 
 def digest(*parts: bytes) -> str:
     """sha256 over the parts (each length-prefixed, so the parts cannot run into each other)."""
+    import hashlib
+
     hasher = hashlib.sha256()
     for part in parts:
         hasher.update(len(part).to_bytes(8, "big"))
@@ -64,6 +63,8 @@ class Gradebook:
 
     def record(self, row: dict[str, str], submission_digest: str) -> None:
         """Add or replace the row of (student, notebook) and write both files atomically."""
+        from labkit._atomic import write_atomic
+
         key = (row["student"], row["notebook"])
         self.rows[key] = {name: row[name] for name in FIELDS}
         self.digests[_key(*key)] = submission_digest

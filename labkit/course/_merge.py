@@ -6,6 +6,9 @@ comes from the solution. A student who edits, deletes or replaces test cells, ch
 points or adds cells gains nothing: none of that is read. An answer cell that is missing,
 whose grade_id was renamed, whose type changed, or that still holds the exercise's stub counts
 as not answered (and runs as the stub, which fails its tests).
+
+Also here: whose each submitted file is (:func:`submissions_from`) and reading it safely
+(:func:`read_submission`: a file that is not a notebook is reported, never fatal).
 """
 
 from __future__ import annotations
@@ -110,8 +113,8 @@ def load_lesson(path: str | os.PathLike[str]) -> Lesson:
         BadArgument: unreadable, not a notebook, or nbgrader metadata the builder rejects.
     """
     path = Path(path)
-    data = path.read_bytes()
     solution = read_notebook(path)
+    data = path.read_bytes()
     exercise = build_notebook(solution, str(path))
     built = {cell.get("id"): cell for cell in exercise.cells}
     answers = answer_cells(solution, str(path))

@@ -17,29 +17,31 @@ run's token in their environment are killed too.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from labkit.course import _cgroup
-from labkit.course._sandbox import KILL_TIMEOUT_S
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
 TOKEN_VAR = "LABKIT_GRADE_TOKEN"  #: set in the kernel's environment; inherited by all it starts
 _SANDBOX = Path(__file__).with_name("_sandbox.py")
+OUTPUT_MAX_BYTES = 2**20
+#: The grader's environment variables a kernel keeps; the rest (credentials, tokens) is dropped.
+KEPT_ENV = {"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "USER", "LOGNAME", "SHELL", "VIRTUAL_ENV",
+            "LD_LIBRARY_PATH", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+KEPT_PREFIXES = ("LC_", "PYTHON", "CONDA_", "LABKIT_", "CUDA_", "NVIDIA_")
+KILL_TIMEOUT_S = 5.0  #: as in _sandbox.py (not imported: it loads ctypes, and this module stays light)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class GradeLimits:
     address_space_max_bytes: int | None = 16 * 2**30  #: RLIMIT_AS, per process
     cpu_time_max_s: int | None = None  #: RLIMIT_CPU per process; None: twice the notebook timeout
     file_size_max_bytes: int | None = 2**30  #: RLIMIT_FSIZE: largest file a submission may write
+    output_max_bytes: int = 2**20  #: output kept per cell (the grader's own memory); the rest is dropped
 
 
 @dataclass
@@ -78,13 +81,16 @@ class RunOutcome:
 
     cells: dict[int, CellOutcome] = field(default_factory=dict)
     status: str = "ok"
-    stopped_at: int | None = None  #: the cell after which nothing ran (timeout, death)
     grader_error: bool = False  #: the grader, not the submission, failed (kernel did not start)
     seconds: float = 0.0
 
 
 async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits()) -> RunOutcome:
     """Execute ``nb`` in place in a fresh sandboxed kernel and say how each code cell ended."""
+    import subprocess
+    import uuid
+
+    import zmq
     from jupyter_client import AsyncKernelManager
 
     started = time.monotonic()
@@ -103,6 +109,9 @@ async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits()) ->
                 await km.start_kernel(cwd=str(work), env=_kernel_env(work, token), stdin=subprocess.DEVNULL,
                                       stdout=log, stderr=log)
                 kc = km.client()
+                # A message bigger than this (ipykernel sends all a flood printed in 0.2 s as one)
+                # closes the connection, which reconnects at once: the grader never decodes it.
+                kc.context.setsockopt(zmq.MAXMSGSIZE, 16 * limits.output_max_bytes)
                 kc.start_channels()
                 await kc.wait_for_ready(timeout=min(limits.startup_timeout_s, max(deadline - time.monotonic(), 1)))
             except Exception as err:  # noqa: BLE001 - any failure to start is reported, not raised
@@ -110,7 +119,7 @@ async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits()) ->
             else:
                 how = await _execute(nb, km, kc, limits, deadline, outcome)
     finally:
-        left, kernel_end = await _stop(km, kc, groups, token, top)
+        left, kernel_end = await _uncancellable(_stop(km, kc, groups, token, top))
         notes = _notes(groups, limits, left)
         groups.remove()
         shutil.rmtree(top, ignore_errors=True)
@@ -123,7 +132,8 @@ async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits()) ->
 def _spec_manager(limits: GradeLimits, groups: _cgroup.Cgroups, status_file: Path):
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
-    command = [sys.executable, "-I", "-S", str(_SANDBOX), "--status", str(status_file)]
+    command = [sys.executable, "-I", "-S", str(_SANDBOX), "--status", str(status_file),
+               "--remove", str(status_file.parent)]
     cpu = limits.cpu_time_max_s or int(2 * limits.notebook_timeout_s) + 1
     for option, value in (("--as", limits.address_space_max_bytes), ("--cpu", cpu),
                           ("--fsize", limits.file_size_max_bytes), ("--nproc", limits.max_processes)):
@@ -146,12 +156,15 @@ def _spec_manager(limits: GradeLimits, groups: _cgroup.Cgroups, status_file: Pat
 
 
 def _kernel_env(work: Path, token: str) -> dict[str, str]:
-    """The grader's environment, with every per-user folder moved into the run's own folder.
+    """What the kernel gets of the grader's environment, every per-user folder moved into the
+    run's own folder.
 
-    A student must not reach the next submission through a shared file: IPython startup
-    files, matplotlib's cache, a tmux server's socket, labkit's job records.
+    Only variables a notebook needs to run pass (see :data:`KEPT_ENV`): the instructor's tokens
+    and keys stay out of reach of ``os.environ``. And a student must not reach the next
+    submission through a shared file: IPython startup files, matplotlib's cache, a tmux
+    server's socket, labkit's job records.
     """
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("JPY_", "TMUX"))}
+    env = {key: value for key, value in os.environ.items() if key in KEPT_ENV or key.startswith(KEPT_PREFIXES)}
     env.update({
         TOKEN_VAR: token, "HOME": str(work), "TMPDIR": str(work / "tmp"), "TMUX_TMPDIR": str(work / "tmp"),
         "SCREENDIR": str(work / "tmp" / "screens"), "IPYTHONDIR": str(work / ".ipython"),
@@ -167,7 +180,6 @@ def _kernel_env(work: Path, token: str) -> dict[str, str]:
 
 async def _execute(nb, km, kc, limits: GradeLimits, deadline: float, outcome: RunOutcome) -> tuple[str, Any]:
     """Run the code cells in order; return how the run ended: (kind, cell index)."""
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     replies: dict[int, dict] = {}
@@ -176,9 +188,10 @@ async def _execute(nb, km, kc, limits: GradeLimits, deadline: float, outcome: Ru
     def on_executed(cell, cell_index, execute_reply):
         replies[cell_index] = execute_reply or {}
 
-    client = NotebookClient(nb, km=km, timeout_func=lambda cell: cell_limit[0], allow_errors=True,
-                            interrupt_on_timeout=False, record_timing=False, on_cell_executed=on_executed)
+    client = _capped_client_class()(nb, km=km, timeout_func=lambda cell: cell_limit[0], allow_errors=True,
+                                    interrupt_on_timeout=False, record_timing=False, on_cell_executed=on_executed)
     client.kc = kc
+    client.output_max_bytes, client.output_bytes = limits.output_max_bytes, {}
     first_timeout, count = None, 0
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or not cell.source.strip():
@@ -195,14 +208,66 @@ async def _execute(nb, km, kc, limits: GradeLimits, deadline: float, outcome: Ru
             if time.monotonic() >= deadline - 0.05:
                 return "deadline", index
             first_timeout = index if first_timeout is None else first_timeout
-            await km.interrupt_kernel()
+            try:
+                await km.interrupt_kernel()
+            except Exception:  # noqa: BLE001 - the kernel went away meanwhile: it is stuck for us
+                return "stuck", index
             if not await _answers_again(kc, min(limits.interrupt_grace_s, deadline - time.monotonic())):
                 return "stuck", index
             continue
         except DeadKernelError:
+            if await km.is_alive():  # nbclient turns our task's cancellation into DeadKernelError
+                import asyncio
+
+                raise asyncio.CancelledError() from None
             return "died", index
         outcome.cells[index] = _cell_outcome(index, cell, replies.get(index, {}))
     return ("timeout", first_timeout) if first_timeout is not None else ("ok", None)
+
+
+def _capped_client_class():
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_output
+
+    class CappedClient(NotebookClient):
+        """nbclient keeping at most ``output_max_bytes`` of output per cell.
+
+        A cell that prints without end would otherwise fill the grader's memory (in a test
+        without the cap, 4 s of ``print`` took the grader to 1 GiB). Status messages still
+        pass, so the end of the cell is seen; error messages pass, cut short.
+        """
+
+        output_max_bytes = OUTPUT_MAX_BYTES
+        output_bytes: dict[int, int] = {}
+
+        def process_message(self, msg, cell, cell_index):
+            kind, content = msg["msg_type"], msg["content"]
+            if kind in ("status", "execute_input", "clear_output"):
+                return super().process_message(msg, cell, cell_index)
+            if kind == "error":
+                content["evalue"] = str(content.get("evalue", ""))[:10_000]
+                content["traceback"] = list(content.get("traceback", []))[-50:]
+                return super().process_message(msg, cell, cell_index)
+            used = self.output_bytes.get(cell_index, 0) + _message_bytes(msg)
+            self.output_bytes[cell_index] = used
+            if used <= self.output_max_bytes:
+                return super().process_message(msg, cell, cell_index)
+            if used - _message_bytes(msg) <= self.output_max_bytes:  # the first message over the cap
+                cell.outputs.append(new_output("stream", name="stderr", text="[labkit grade: output beyond "
+                                               f"{self.output_max_bytes} bytes dropped]\n"))
+            return None
+
+    return CappedClient
+
+
+def _message_bytes(msg: dict) -> int:
+    content = msg.get("content", {})
+    size = len(str(content.get("text", "")))
+    data = content.get("data")
+    if isinstance(data, dict):
+        size += sum(len(str(value)) for value in data.values())
+    size += len(str(content.get("state", ""))) if "comm_id" in content else 0
+    return size + sum(len(buffer) for buffer in msg.get("buffers") or ())
 
 
 def _cell_outcome(index: int, cell, reply: dict) -> CellOutcome:
@@ -232,8 +297,25 @@ async def _answers_again(kc, timeout_s: float) -> bool:
     return False
 
 
+async def _uncancellable(coroutine):
+    """Await ``coroutine`` to its end even if this task is cancelled (Ctrl-C), then re-raise."""
+    import asyncio
+
+    task, cancelled = asyncio.ensure_future(coroutine), False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError()
+    return task.result()
+
+
 async def _stop(km, kc, groups: _cgroup.Cgroups, token: str, top: Path) -> tuple[int, dict]:
     """End the sandbox and everything under it; return (survivors, how the kernel ended)."""
+    import asyncio
+
     process = getattr(km.provisioner, "process", None) if km.provisioner else None
     if process is not None and process.poll() is None:
         process.send_signal(signal.SIGTERM)  # the sandbox SIGKILLs every descendant, then exits

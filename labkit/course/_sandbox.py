@@ -14,7 +14,8 @@ command of the kernel spec, so jupyter_client sees it as "the kernel process"). 
   applies the rlimits and execs;
 - ignores SIGINT (jupyter_client interrupts by signalling the whole group), and on SIGTERM or
   SIGHUP, or when the kernel ends, SIGKILLs every descendant, round after round, until none is
-  left, then writes how the kernel ended to ``--status FILE`` and exits.
+  left, then writes how the kernel ended to ``--status FILE`` and exits; when the grader itself
+  died (``PR_SET_PDEATHSIG``), it also removes the cgroups and the ``--remove DIR`` folder.
 
 It imports only the standard library and is run by path with ``python -I -S``, so it starts in
 about 20 ms. Exit code: 0 when nothing is left alive, 3 when processes survived SIGKILL (state D).
@@ -27,6 +28,7 @@ import ctypes.util
 import json
 import os
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -44,13 +46,13 @@ class _Stop(Exception):
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, object], list[str]]:
-    """``--as N --cpu N --fsize N --nproc N --cgroup DIR... --status FILE -- CMD...``."""
+    """``--as N --cpu N --fsize N --nproc N --cgroup DIR... --status FILE --remove DIR -- CMD...``."""
     if "--" not in argv:
         raise SystemExit("usage: _sandbox.py [--as B] [--cpu S] [--fsize B] [--nproc N] "
-                         "[--cgroup DIR]... [--status FILE] -- COMMAND...")
+                         "[--cgroup DIR]... [--status FILE] [--remove DIR] -- COMMAND...")
     cut = argv.index("--")
     options, command = argv[:cut], argv[cut + 1:]
-    parsed: dict[str, object] = {"cgroups": [], "status": None, "limits": {}}
+    parsed: dict[str, object] = {"cgroups": [], "status": None, "remove": None, "limits": {}}
     if len(options) % 2 or not command:
         raise SystemExit("_sandbox.py: every option takes one value, and a command must follow --")
     for name, value in zip(options[::2], options[1::2]):
@@ -58,8 +60,8 @@ def parse_args(argv: list[str]) -> tuple[dict[str, object], list[str]]:
             parsed["limits"][_LIMITS[name]] = int(value)  # type: ignore[index]
         elif name == "--cgroup":
             parsed["cgroups"].append(value)  # type: ignore[union-attr]
-        elif name == "--status":
-            parsed["status"] = value
+        elif name in ("--status", "--remove"):
+            parsed[name[2:]] = value
         else:
             raise SystemExit(f"_sandbox.py: unknown option {name}")
     return parsed, command
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # the grader died: clean up all the same
-    if os.getppid() == 1:
+    parent = os.getppid()
+    if parent == 1:
         return 0  # the grader died before the line above took effect
 
     def stop(signum, frame):
@@ -104,7 +107,33 @@ def main(argv: list[str] | None = None) -> int:
     left = kill_descendants()
     if options["status"]:
         _write_status(str(options["status"]), ended, left)
+    if not left and not _alive(parent):
+        _clean_up_for(options)  # the grader died (PR_SET_PDEATHSIG): nobody else will
     return 3 if left else 0
+
+
+def _alive(parent: int) -> bool:
+    """Whether the grader still runs. Not just getppid(): PR_SET_PDEATHSIG fires when the thread
+    that started us exits, and until the grader's other threads have exited too we are
+    re-parented to one of them, with the same pid."""
+    if os.getppid() != parent:
+        return False
+    try:
+        with open(f"/proc/{parent}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2:][:1] not in (b"Z", b"X")
+
+
+def _clean_up_for(options: dict[str, object]) -> None:
+    for folder in options["cgroups"]:  # type: ignore[union-attr]
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+    if options["remove"]:
+        shutil.rmtree(str(options["remove"]), ignore_errors=True)
 
 
 def _exec_kernel(libc, options: dict[str, object], command: list[str]) -> None:
@@ -134,7 +163,7 @@ def _exec_kernel(libc, options: dict[str, object], command: list[str]) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the sandbox died: so does the kernel
         env = dict(os.environ)
         env["JPY_PARENT_PID"] = str(os.getppid())  # ipykernel exits when its parent (us) changes
-        os.execve(command[0], command, env)
+        os.execvpe(command[0], command, env)
     except BaseException as err:  # noqa: BLE001 - a forked child must never return
         try:
             os.write(2, f"labkit sandbox: cannot start {command[0]}: {err}\n".encode())

@@ -15,19 +15,17 @@ submission (a rerun skips what is graded, see ``_gradebook.py``) and
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from labkit._atomic import write_atomic
 from labkit.course._gradebook import CSV_NAME, GRADER_ERROR, Gradebook, digest, read_gradebook
 from labkit.course._merge import (InvalidSubmission, Lesson, Submission, extra_cells, find_answers,
                                   load_lesson, notebook_to_run, read_submission, submissions_from)
@@ -37,6 +35,7 @@ from labkit.errors import BadArgument, LabkitError
 
 __all__ = ["GradeLimits", "GradeResult", "Submission", "TestResult", "add_arguments", "grade",
            "grade_notebook", "main", "read_gradebook", "submissions_from"]
+
 
 @dataclass(frozen=True)
 class TestResult:
@@ -108,6 +107,8 @@ def grade(submissions: Iterable[str | os.PathLike[str] | Submission], out_dir: s
     items = list(submissions)
     named = iter(submissions_from([item for item in items if not isinstance(item, Submission)], students))
     todo = [item if isinstance(item, Submission) else next(named) for item in items]
+    if len({(sub.student, sub.notebook) for sub in todo}) < len(todo):
+        raise BadArgument("two submissions have the same student and notebook; grade them separately")
     solutions = Path(solutions_dir) if solutions_dir is not None else find_repo_root() / "solutions"
     coroutine = _grade_all(todo, Path(out_dir), solutions, limits or GradeLimits(), jobs, regrade,
                            progress, on_result)
@@ -129,35 +130,49 @@ def grade_notebook(submission: str | os.PathLike[str], solution: str | os.PathLi
 
 async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits: GradeLimits, jobs: int,
                      regrade: bool, progress: bool, on_result: Callable[[GradeResult], Any] | None) -> list[GradeResult]:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
     book = Gradebook(out)
     lessons: dict[str, Lesson | str] = {}
     results: dict[int, GradeResult] = {}
     pending = []
     for number, sub in enumerate(todo):
         lesson = lessons.get(sub.notebook) or lessons.setdefault(sub.notebook, _lesson(solutions, sub.notebook))
-        done = None if regrade else book.graded(sub.student, sub.notebook, _digest(sub, lesson))
+        submission_digest = _digest(sub, lesson)
+        done = None if regrade else book.graded(sub.student, sub.notebook, submission_digest)
         if done is not None:
             results[number] = _from_row(done, sub)
             if on_result:
                 on_result(results[number])
         else:
-            pending.append((number, sub, lesson))
+            pending.append((number, sub, lesson, submission_digest))
     bar = _progress_bar(len(pending), progress)
     writer = ThreadPoolExecutor(1, thread_name_prefix="labkit-grade-writer")  # feedback + gradebook
     loop, slots = asyncio.get_running_loop(), asyncio.Semaphore(jobs)
 
-    async def one(number: int, sub: Submission, lesson: Lesson | str) -> None:
+    async def one(number: int, sub: Submission, lesson: Lesson | str, submission_digest: str) -> None:
         async with slots:
-            result, feedback = await _grade_one(sub, lesson, limits)
+            try:
+                result, feedback = await _grade_one(sub, lesson, limits)
+            except Exception as err:  # noqa: BLE001 - a bug must not stop the class's grading
+                print(f"labkit grade: internal error grading {sub.path}:", file=sys.stderr)
+                traceback.print_exc()
+                result, feedback = GradeResult(sub.student, sub.notebook, 0.0, None,
+                                               f"{GRADER_ERROR}: {type(err).__name__}: {err}", sub.path), None
         # Rendering and writing happen in the writer thread while the next kernel starts.
-        await loop.run_in_executor(writer, _record, book, out, result, feedback, _digest(sub, lesson))
+        await loop.run_in_executor(writer, _record, book, out, result, feedback, submission_digest)
         results[number] = result
         bar.update(1)
         if on_result:
             on_result(result)
 
     try:
-        await asyncio.gather(*(one(*item) for item in pending))
+        # return_exceptions: on Ctrl-C every submission in flight must finish its clean-up
+        # (kill its processes) before this returns; a plain gather returns at the first.
+        for outcome in await asyncio.gather(*(one(*item) for item in pending), return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
     finally:
         writer.shutdown(wait=True)
         bar.close()
@@ -201,7 +216,9 @@ def _score(lesson: Lesson, outcome, limits: GradeLimits) -> tuple[TestResult, ..
         elif cell.state == "ok":
             message = "passed"
         elif cell.state == "timeout":
-            message = "timed out (interrupted)"
+            cut = "notebook over" in outcome.status and test.index == max(outcome.cells)
+            message = "timed out: the notebook ran out of time" if cut else \
+                f"timed out after {limits.cell_timeout_s:g} s (interrupted)"
         else:
             message = clean_message(f"{cell.ename}: {cell.evalue}" if cell.evalue else cell.ename)
         passed = cell is not None and cell.state == "ok"
@@ -215,6 +232,8 @@ def _not_run(lesson: Lesson, why: str) -> tuple[TestResult, ...]:
 
 
 def _record(book: Gradebook, out: Path, result: GradeResult, feedback, submission_digest: str) -> None:
+    from labkit._atomic import write_atomic
+
     if feedback is not None:
         from labkit.course.feedback import render_html
 
@@ -249,11 +268,13 @@ def _from_row(row: Mapping[str, str], sub: Submission) -> GradeResult:
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+    return str(int(value)) if float(value).is_integer() else str(round(value, 4))
 
 
 def _run_coroutine(coroutine):
     """Run ``coroutine`` to its end, also from a thread (a notebook) whose event loop runs."""
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
