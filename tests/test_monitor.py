@@ -114,11 +114,17 @@ def test_new_children_are_picked_up_and_dead_ones_dropped(spawn, mode):
     driver.stdin.flush()
     time.sleep(0.5)  # the child burns a core meanwhile, unseen
     first = sampler.sample()
+    child = psutil.Process(driver.pid).children()[0]
+    before = sum(child.cpu_times()[:2])
     assert first.num_children == 1
     assert first.cpu_percent < 60  # a new child counts from its second sample: no baseline before
     time.sleep(0.5)
     busy = sampler.sample()
-    assert busy.num_children == 1 and busy.cpu_percent > 50
+    # The kernel's own account of the child over the same window: on a loaded machine it gets
+    # less than a core, and the sampler must report what it really got.
+    truth = (sum(child.cpu_times()[:2]) - before) / (busy.t - first.t) * 100
+    assert busy.num_children == 1 and truth > 10
+    assert abs(busy.cpu_percent - truth) < 15, (busy.cpu_percent, truth)
     driver.stdin.write("stop\n")
     driver.stdin.flush()
     wait_for(lambda: sampler.sample().num_children == 0, 10, "the child to be dropped")
