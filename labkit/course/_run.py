@@ -8,7 +8,8 @@ where they are writable (see ``_cgroup.py``), and a kernel started through ``_sa
   answers within a grace period the run goes on with the next cell, else the kernel is killed;
 - the whole-notebook deadline shortens each cell's timeout, so it holds even for a kernel that
   ignores interrupts: the grader stops waiting and kills it from outside;
-- a kernel that dies is noticed by nbclient's liveness poll (the sandbox exits with it).
+- a kernel that dies is noticed by nbclient's liveness poll (the sandbox exits with it); a cell
+  that SIGKILLs the sandbox is blamed even when its reply beats the kernel's death.
 
 Whatever happens, the end is the same: the sandbox is told to SIGKILL every descendant, the
 cgroups are emptied and removed and, where no cgroup exists, processes still carrying the
@@ -221,8 +222,49 @@ async def _execute(nb, km, kc, limits: GradeLimits, deadline: float, outcome: Ru
 
                 raise asyncio.CancelledError() from None
             return "died", index
+        if _sandbox_doomed(km):  # the cell killed the sandbox: its reply can beat the kernel's death
+            return "died", index
         outcome.cells[index] = _cell_outcome(index, cell, replies.get(index, {}))
     return ("timeout", first_timeout) if first_timeout is not None else ("ok", None)
+
+
+_SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+_PF_EXITING = 0x4
+
+
+def _sandbox_doomed(km) -> bool:
+    """Whether the sandbox is dead or dying (SIGKILL pending, or already exiting).
+
+    A cell that SIGKILLs the sandbox goes on running until the sandbox has really exited and
+    the kernel gets its PR_SET_PDEATHSIG; under load that is long enough to finish the cell and
+    even start the next one, so nbclient's liveness poll would blame a later cell. ``kill()``
+    only returns once the signal is queued (or the target is exiting), and the reply is sent
+    after that: so when the reply arrives, the sandbox's doom is already visible in ``/proc``.
+    """
+    process = getattr(km.provisioner, "process", None) if km.provisioner else None
+    if process is None:
+        return False
+    if process.poll() is not None:
+        return True
+    try:
+        with open(f"/proc/{process.pid}/stat", "rb") as handle:
+            data = handle.read()
+        with open(f"/proc/{process.pid}/status", "rb") as handle:
+            status = handle.read().decode("ascii", "replace")
+    except OSError:
+        return process.poll() is not None
+    fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X", b"x") or int(fields[6]) & _PF_EXITING:
+        return True
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("SigPnd", "ShdPnd"):
+            try:
+                if int(value.strip(), 16) & _SIGKILL_BIT:
+                    return True
+            except ValueError:
+                continue
+    return False
 
 
 def _capped_client_class():
@@ -351,27 +393,50 @@ def _kill_group(pgid: int) -> None:
 
 
 def _kill_tagged(token: str, timeout_s: float = KILL_TIMEOUT_S) -> int:
-    """SIGKILL every process whose environment carries the run's token; return survivors."""
+    """SIGKILL every process whose environment carries the run's token; return survivors.
+
+    A process in the middle of ``execve`` (its new memory mapped, its arguments and environment
+    not yet) shows an empty ``environ`` and ``cmdline``: the sweep goes on until no such
+    process is left, else a child the kernel had just started (``Popen`` returns at that
+    point) could slip through the last scan.
+    """
     needle = f"{TOKEN_VAR}={token}".encode()
     deadline = time.monotonic() + timeout_s
     while True:
-        found = []
+        found, unsure = [], False
         for name in os.listdir("/proc"):
             if name.isdigit() and int(name) != os.getpid():
                 try:
                     with open(f"/proc/{name}/environ", "rb") as handle:
-                        if needle in handle.read().split(b"\0"):
-                            found.append(int(name))
+                        environ = handle.read()
+                    if needle in environ.split(b"\0"):
+                        found.append(int(name))
+                    elif not environ and not unsure:
+                        unsure = _mid_exec(name)
                 except OSError:
                     continue
-        if not found or time.monotonic() > deadline:
+        if (not found and not unsure) or time.monotonic() > deadline:
             return len(found)
         for pid in found:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        time.sleep(0.01)
+        time.sleep(0.01 if found else 0.002)
+
+
+def _mid_exec(pid: str) -> bool:
+    """Whether a process with an empty environment is a live user process amid ``execve``
+    (not a kernel thread, a zombie or one exiting, which show no environment either)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read(1)
+    except OSError:
+        return False
+    fields = data[data.rindex(b")") + 2:].split()
+    return not cmdline and fields[0] not in (b"Z", b"X", b"x") and not int(fields[6]) & (_PF_EXITING | 0x200000)
 
 
 def _notes(groups: _cgroup.Cgroups, limits: GradeLimits, left: int) -> list[str]:
