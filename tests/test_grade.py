@@ -39,7 +39,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "grade"
 SOLUTIONS = FIXTURES / "solutions"
 SOLUTION = SOLUTIONS / "10_basics.ipynb"
 EXERCISE = FIXTURES / "exercises" / "10_basics.ipynb"
-LIMITS = GradeLimits(cell_timeout_s=4, notebook_timeout_s=60, interrupt_grace_s=2, memory_max_bytes=256 * 2**20,
+LIMITS = GradeLimits(cell_timeout_s=8, notebook_timeout_s=60, interrupt_grace_s=2, memory_max_bytes=256 * 2**20,
                      max_processes=64, address_space_max_bytes=2 * 2**30)
 
 ADD = "def add(a, b):\n    return a + b"
