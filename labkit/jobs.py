@@ -220,26 +220,13 @@ class Job:
         if not (0 <= timeout_s < float("inf")):
             raise BadArgument(f"timeout must be a number of seconds >= 0, got {timeout_s}")
         self.process()
-        started = time.monotonic()
         if not self.members():
             return StopResult(self.name, self.pid, None, False, self.exit_code, 0.0)
-        sigs.send_group_signal(self.pgid, sig)
         try:
-            sigs.send_group_signal(self.pgid, signal.SIGCONT)  # a stopped (T) job never acts on SIGTERM
-        except psutil.NoSuchProcess:
-            pass
-        escalated = False
-        if not _wait_until(lambda: not self.members(), timeout_s):
-            escalated = True
-            try:
-                sigs.send_group_signal(self.pgid, signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass  # the last member left between the check and the kill
-            if not _wait_until(lambda: not self.members(), KILL_WAIT_S):
-                left = ", ".join(f"{p.pid} ({_status(p)})" for p in self.members())
-                raise JobTimeout(f"job {self.name!r}: processes {left} survived SIGKILL; "
-                                 "a process in state D waits for the kernel (I/O) and dies when it returns")
-        seconds = time.monotonic() - started
+            escalated, seconds = sigs.terminate_group(self.pgid, self.record["create_time"] - _START_TOLERANCE_S,
+                                                      timeout_s, sig, KILL_WAIT_S)
+        except JobTimeout as err:
+            raise JobTimeout(f"job {self.name!r}: {err}") from None
         _wait_until(lambda: self.exit_info() is not None, 2.0)
         return StopResult(self.name, self.pid, sig.name, escalated, self.exit_code, round(seconds, 3))
 
@@ -397,10 +384,3 @@ def _wait_until(condition, timeout_s: float | None, poll_s: float = 0.02) -> boo
             return False
         time.sleep(poll_s)
     return True
-
-
-def _status(proc: psutil.Process) -> str:
-    try:
-        return proc.status()
-    except psutil.Error:
-        return "gone"

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import psutil
 
-from labkit.errors import BadArgument, PermissionDenied, ProtectedProcess
+from labkit.errors import BadArgument, JobTimeout, PermissionDenied, ProtectedProcess
 
 MEANINGS: dict[signal.Signals, str] = {
     signal.SIGTERM: "polite request to terminate; can be caught (the trainer checkpoints and exits 0)",
@@ -181,3 +182,42 @@ def send_group_signal(pgid: int, sig: str | int | signal.Signals) -> signal.Sign
     except PermissionError as err:
         raise PermissionDenied(f"sending {sig.name} to group {pgid}", "a member belongs to another user") from err
     return sig
+
+
+def terminate_group(pgid: int, started_after: float, grace_s: float, sig: str | int | signal.Signals = signal.SIGTERM,
+                    kill_wait_s: float = 5.0) -> tuple[bool, float]:
+    """Stop a process group the safe way: ``sig``, wait ``grace_s``, then SIGKILL what is left.
+
+    SIGCONT follows ``sig`` because a stopped (state T) process only acts on a signal once
+    it runs again. Membership is judged by :func:`group_members`, so zombies count as gone
+    and a reused group id is never mistaken for the job. Returns (escalated, seconds).
+
+    Raises:
+        JobTimeout: processes survived SIGKILL (uninterruptible sleep, state D).
+    """
+    started = time.monotonic()
+    for each in (parse_signal(sig), signal.SIGCONT):
+        try:
+            send_group_signal(pgid, each)
+        except psutil.NoSuchProcess:
+            break  # the last member left between the two signals
+    escalated = not _wait_for_empty_group(pgid, started_after, grace_s)
+    if escalated:
+        try:
+            send_group_signal(pgid, signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass  # the last member left between the check and the kill
+        if not _wait_for_empty_group(pgid, started_after, kill_wait_s):
+            left = ", ".join(str(p.pid) for p in group_members(pgid, started_after))
+            raise JobTimeout(f"processes {left} of group {pgid} survived SIGKILL; a process in state D "
+                             "waits for the kernel (I/O) and dies when it returns")
+    return escalated, time.monotonic() - started
+
+
+def _wait_for_empty_group(pgid: int, started_after: float, timeout_s: float, poll_s: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while group_members(pgid, started_after):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True

@@ -36,34 +36,18 @@ _LIVE: dict[str, weakref.ref] = {}
 
 
 def _stop_groups(procs: list[tuple[subprocess.Popen, float]], grace_s: float = 2.0) -> None:
-    """TERM, wait, KILL every trainer group still holding a process (finalizers, atexit, close).
+    """TERM, wait, KILL every trainer group still holding a process (finalizer, close).
 
     A trainer that already exited may have left workers behind in its group (orphans):
-    those are found by group id and start time, and stopped too.
+    the group is found by id and start time, so those are stopped too.
     """
-    running = [(proc, started) for proc, started in procs
-               if proc.poll() is None or signals.group_members(proc.pid, started)]
-    for proc, _ in running:
-        _signal_group(proc, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-        _signal_group(proc, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for proc, started in running:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-        while signals.group_members(proc.pid, started) and time.monotonic() < deadline:
-            time.sleep(0.05)
+    for proc, started in procs:
         if proc.poll() is None or signals.group_members(proc.pid, started):
-            _signal_group(proc, signal.SIGKILL)
+            try:
+                signals.terminate_group(proc.pid, started, grace_s)
+            except (psutil.Error, LabkitError):
+                pass  # at interpreter exit, best effort: never raise from a finalizer
             proc.wait()
-
-
-def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
-    try:
-        os.killpg(proc.pid, sig)  # started with start_new_session: pgid == pid
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _arm_parent_death_signal() -> None:  # in the child, before exec: no imports here
@@ -164,22 +148,17 @@ class TrainerPanel:
 
     def stop(self, grace_s: float = 5.0) -> dict:
         """SIGTERM the trainer's group, wait ``grace_s``, then SIGKILL; report what happened."""
+        # Under the lock the updater cannot reap the trainer, so its pid (and group id) cannot be
+        # reused while we signal it; the exited trainer waits as a zombie, which counts as gone.
         with self._lock:
             proc = self._running_proc()
-            started = time.monotonic()
-            _signal_group(proc, signal.SIGTERM)
-            _signal_group(proc, signal.SIGCONT)  # a stopped (T) process would never act on SIGTERM
             self._mark("SIGTERM")
-        escalated = False
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            escalated = True
-            _signal_group(proc, signal.SIGKILL)
-            self._mark("SIGKILL")
+            escalated, seconds = signals.terminate_group(proc.pid, self._procs[-1][1], grace_s)
+            if escalated:
+                self._mark("SIGKILL")
             proc.wait()
         result = {"pid": proc.pid, "signal_sent": "SIGTERM", "escalated": escalated,
-                  "exit_code": self.exit_code, "seconds": round(time.monotonic() - started, 3)}
+                  "exit_code": self.exit_code, "seconds": round(seconds, 3)}
         self._message = (f"stopped pid {proc.pid}: " + ("no exit within grace period, sent SIGKILL; " if escalated
                                                           else "") + signals.explain_exit_code(self.exit_code))
         self.refresh()

@@ -68,3 +68,19 @@ def test_a_child_can_be_signalled_and_a_dead_pid_is_reported(spawn):
         signals.send_signal(unused, "CONT")
     with pytest.raises(psutil.NoSuchProcess):
         signals.send_group_signal(unused, "CONT")
+
+
+IGNORES_TERM = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(60)"
+
+
+def test_terminate_group_escalates_only_when_needed(spawn):
+    polite = spawn.popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = psutil.Process(polite.pid).create_time()
+    polite.send_signal(signal.SIGSTOP)  # stopped: only SIGCONT lets it act on SIGTERM
+    escalated, seconds = signals.terminate_group(polite.pid, started, grace_s=5)
+    assert (escalated, polite.wait(timeout=5)) == (False, -signal.SIGTERM) and seconds < 2
+
+    stubborn = spawn.popen([sys.executable, "-c", IGNORES_TERM], stdout=subprocess.PIPE)
+    assert stubborn.stdout.readline().strip() == b"ready"
+    escalated, seconds = signals.terminate_group(stubborn.pid, psutil.Process(stubborn.pid).create_time(), 0.5)
+    assert (escalated, stubborn.wait(timeout=5)) == (True, -signal.SIGKILL) and 0.5 <= seconds < 3
