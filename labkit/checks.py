@@ -137,16 +137,20 @@ def newest_checkpoint_step(run_dir: str | Path, verify: bool = True) -> int | No
 
 
 def last_logged_step(run_dir: str | Path) -> int:
-    """The last step the run wrote to metrics.jsonl (0 if none)."""
-    step = 0
+    """The last step the run wrote to metrics.jsonl (0 if none); reads only the file's end."""
     path = Path(run_dir) / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                step = json.loads(line)["step"]
-            except (ValueError, KeyError):
-                pass
-    return step
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, 2) - 4096))
+            tail = handle.read()
+    except FileNotFoundError:
+        return 0
+    for line in reversed(tail.splitlines()):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a partial line (being written, or cut by the 4 KiB window)
+    return 0
 
 
 def steps_lost(run_dir: str | Path) -> int:

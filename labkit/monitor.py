@@ -368,18 +368,44 @@ def read_csv(path: str | os.PathLike) -> list[Sample]:
 
 def read_losses(run_dir: str | os.PathLike) -> list[tuple[float, int, float]]:
     """Return ``(time, step, loss)`` per line of ``run_dir/metrics.jsonl`` ([] if none yet)."""
-    try:
-        text = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    losses = []
-    for line in text.splitlines():
+    return MetricsTail(run_dir).read()
+
+
+class MetricsTail:
+    """Read a run's metrics.jsonl incrementally: each :meth:`read` parses only the new lines.
+
+    A live panel redraws twice a second; re-parsing an hour-long run's whole file each time
+    would cost more than the run. A file that shrank or was replaced (a resume rewrites it
+    atomically) is read again from the start.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.rows: list[tuple[float, int, float]] = []
+        self._offset = 0
+        self._inode: int | None = None
+
+    def read(self) -> list[tuple[float, int, float]]:
+        """Return every ``(time, step, loss)`` so far, parsing what was appended since the last call."""
         try:
-            row = json.loads(line)
-            losses.append((float(row["time"]), int(row["step"]), float(row["loss"])))
-        except (ValueError, KeyError, TypeError):
-            continue  # the line being written right now, or one cut short by a kill
-    return losses
+            info = self.path.stat()
+        except FileNotFoundError:
+            self.rows, self._offset, self._inode = [], 0, None
+            return self.rows
+        if info.st_ino != self._inode or info.st_size < self._offset:
+            self.rows, self._offset, self._inode = [], 0, info.st_ino
+        with open(self.path, "rb") as handle:
+            handle.seek(self._offset)
+            data = handle.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line being written now waits for the next call
+        self._offset += len(complete)
+        for line in complete.splitlines():
+            try:
+                row = json.loads(line)
+                self.rows.append((float(row["time"]), int(row["step"]), float(row["loss"])))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill, then appended to
+        return self.rows
 
 
 class LivePlot:

@@ -80,6 +80,7 @@ class TrainerPanel:
         self._stop_updates = threading.Event()
         self._updater: threading.Thread | None = None
         self._sampler = None
+        self._metrics = monitor.MetricsTail(self.run_dir)
         self._plot = monitor.LivePlot(title=f"trainer ({name})")
         self._message = "ready: press Start"
         self._build_widgets()
@@ -125,6 +126,7 @@ class TrainerPanel:
                 started = time.time()
             self._procs.append((self.proc, started))
             self.samples, self.markers = [], []
+            self._metrics = monitor.MetricsTail(self.run_dir)
             if self._sampler is not None:
                 self._sampler.close()
             self._sampler = monitor.TreeSampler(self.proc.pid)
@@ -244,7 +246,7 @@ class TrainerPanel:
         with self._lock:
             self.status.value = f"<code>{_html(self.status_text)}</code><br><i>{_html(self._message)}</i>"
             self.log.value = self.log_tail()
-            losses = monitor.read_losses(self.run_dir)
+            losses = self._metrics.read()
             ended = self.exit_code
             self._plot.update(self.samples, losses, self.markers,
                               end_label=None if ended is None else f"exit {ended}")

@@ -325,3 +325,21 @@ def test_live_plot_with_only_markers_renders(tmp_path):
     live = mon.LivePlot()
     live.update([], [], [(_time.time(), "SIGTERM")])  # a signal before the first sample
     assert live.to_png().startswith(b"\x89PNG")
+
+
+def test_metrics_tail_reads_only_new_lines_and_restarts_on_a_rewrite(tmp_path):
+    import json as _json
+
+    path = tmp_path / "metrics.jsonl"
+    tail = mon.MetricsTail(tmp_path)
+    assert tail.read() == []
+    path.write_text("".join(_json.dumps({"step": i, "epoch": 0, "loss": 1.0 / i, "time": i}) + "\n"
+                            for i in range(1, 4)) + '{"step": 4, "ep')  # the last line is being written
+    assert [step for _, step, _ in tail.read()] == [1, 2, 3]
+    with open(path, "a") as handle:
+        handle.write('och": 0, "loss": 0.25, "time": 4}\n')
+    assert [step for _, step, _ in tail.read()] == [1, 2, 3, 4]
+    replacement = tmp_path / "new"
+    replacement.write_text(_json.dumps({"step": 1, "epoch": 0, "loss": 1.0, "time": 9}) + "\n")
+    replacement.replace(path)  # what a resume's truncation does (atomic rewrite)
+    assert [step for _, step, _ in tail.read()] == [1]
