@@ -25,7 +25,7 @@ import ipywidgets as w
 
 import psutil
 
-from labkit import checks, monitor, signals
+from labkit import checks, liveplot, monitor, signals
 from labkit._prctl import set_parent_death_signal
 from labkit.errors import BadArgument, JobTimeout, LabkitError
 from labkit.jobs import labkit_home, trainer_command
@@ -80,8 +80,8 @@ class TrainerPanel:
         self._stop_updates = threading.Event()
         self._updater: threading.Thread | None = None
         self._sampler = None
-        self._metrics = monitor.MetricsTail(self.run_dir)
-        self._plot = monitor.LivePlot(title=f"trainer ({name})")
+        self._metrics = liveplot.MetricsTail(self.run_dir)
+        self._plot = liveplot.LivePlot(title=f"trainer ({name})")
         self._message = "ready: press Start"
         self._build_widgets()
         _LIVE[name] = weakref.ref(self)
@@ -126,7 +126,7 @@ class TrainerPanel:
                 started = time.time()
             self._procs.append((self.proc, started))
             self.samples, self.markers = [], []
-            self._metrics = monitor.MetricsTail(self.run_dir)
+            self._metrics = liveplot.MetricsTail(self.run_dir)
             if self._sampler is not None:
                 self._sampler.close()
             self._sampler = monitor.TreeSampler(self.proc.pid)
