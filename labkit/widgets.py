@@ -114,12 +114,11 @@ class TrainerPanel:
                 command += ["--fault", fault]
             if resume:
                 command.append("--resume")
-            console = open(self.run_dir / "console.log", "ab")
             main_thread = threading.current_thread() is threading.main_thread()
-            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
-                                         start_new_session=True,
-                                         preexec_fn=_arm_parent_death_signal if main_thread else None)
-            console.close()
+            with open(self.run_dir / "console.log", "ab") as console:
+                self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
+                                             start_new_session=True,
+                                             preexec_fn=_arm_parent_death_signal if main_thread else None)
             try:
                 started = psutil.Process(self.proc.pid).create_time()
             except psutil.NoSuchProcess:
