@@ -38,6 +38,7 @@ MODES = ("setsid", "nohup")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _START_TOLERANCE_S = 0.05  # create_time is computed from clock ticks; equal starts agree far closer
 KILL_WAIT_S = 5.0
+_ENDED_STATES = ("exited", "recycled", "lost", psutil.STATUS_ZOMBIE)
 _RECORD_KEYS = ("pid", "create_time", "pgid", "mode", "command", "started_at")
 
 
@@ -169,7 +170,7 @@ class Job:
 
     def is_alive(self) -> bool:
         """True while the job's main process runs (zombies count as ended)."""
-        return self.state not in ("exited", "recycled", "lost", psutil.STATUS_ZOMBIE)
+        return self.state not in _ENDED_STATES
 
     def status(self) -> dict:
         """The JSON object ``labkit jobs status`` prints for this job."""
@@ -177,7 +178,7 @@ class Job:
         state = self.state
         members = [p.pid for p in self.members()]
         return {
-            "name": self.name, "pid": self.pid, "pgid": self.pgid, "alive": self.is_alive(),
+            "name": self.name, "pid": self.pid, "pgid": self.pgid, "alive": state not in _ENDED_STATES,
             "state": state, "mode": self.record["mode"], "run_dir": self.record.get("run_dir"),
             "log": str(self.log_path), "command": self.record["command"],
             "started_at": self.record["started_at"], "exit_code": info.get("exit_code"),
