@@ -235,10 +235,18 @@ class TrainerPanel:
 
     def log_tail(self, lines: int | None = None) -> str:
         """The last lines of the run's train.log."""
-        path = self.run_dir / "train.log"
-        if not path.exists():
+        wanted = lines or self.log_lines
+        try:
+            with open(self.run_dir / "train.log", "rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, size - 65536))  # redrawn twice a second: read the end, not the whole log
+                text = handle.read().decode(errors="replace").splitlines()
+                if len(text) <= wanted and size > 65536:  # a long stack dump: read it all after all
+                    handle.seek(0)
+                    text = handle.read().decode(errors="replace").splitlines()
+        except FileNotFoundError:
             return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-(lines or self.log_lines):])
+        return "\n".join(text[-wanted:])
 
     def refresh(self) -> None:
         """Redraw the status line, the log tail and the plot now."""
