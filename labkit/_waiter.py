@@ -15,6 +15,7 @@ leaves zombies behind, even in a container whose PID 1 does not reap (what ``doc
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -26,8 +27,12 @@ from pathlib import Path
 import psutil
 
 from labkit._atomic import write_json_atomic
+from labkit._multiplexer import TOOLS, pipe_pane_to
 from labkit._prctl import become_subreaper
 from labkit.signals import shell_exit_code
+
+MODES = ("setsid", "nohup", *TOOLS)
+_TERMINAL_VARIABLES = ("TERM", "TMUX", "TMUX_PANE", "STY", "WINDOW")
 
 
 def _job_preexec(mode: str):
@@ -38,8 +43,33 @@ def _job_preexec(mode: str):
         if mode == "nohup":
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             os.setpgid(0, 0)  # own group in the caller's session, like a shell's background job
+        elif mode in TOOLS:
+            _become_foreground_group()
 
     return prepare
+
+
+def _become_foreground_group() -> None:
+    """Take a group of our own and make it the terminal's foreground group, as a shell does."""
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may not set it otherwise
+    try:
+        os.tcsetpgrp(0, os.getpid())
+    except OSError:
+        pass  # no terminal after all: the job still runs, Ctrl-C just does not reach it
+    signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+
+
+def _load_environment(env_file: Path | None) -> dict[str, str] | None:
+    """The caller's environment, passed in a private file (never on a command line) and removed."""
+    if env_file is None:
+        return None
+    try:
+        env = json.loads(env_file.read_text())
+    finally:
+        env_file.unlink(missing_ok=True)
+    env.update({var: os.environ[var] for var in _TERMINAL_VARIABLES if var in os.environ})
+    return env
 
 
 def _command_for(mode: str, command: list[str]) -> list[str]:
@@ -55,41 +85,54 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit._waiter")
     parser.add_argument("--job-dir", type=Path, required=True)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--mode", choices=("setsid", "nohup"), required=True)
+    parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument("--run-dir", default=None)
-    parser.add_argument("--ready-fd", type=int, required=True)
+    ready_to = parser.add_mutually_exclusive_group(required=True)
+    ready_to.add_argument("--ready-fd", type=int, help="an inherited pipe")
+    ready_to.add_argument("--ready-path", type=Path, help="a FIFO (tmux and screen start us, not the caller)")
+    parser.add_argument("--env-file", type=Path, default=None)
+    parser.add_argument("--terminal", type=json.loads, default=None, help="the session's record (JSON)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    in_terminal = args.mode in TOOLS
 
     if args.mode == "setsid":
         os.setsid()  # the waiter leaves the caller's terminal; the job gets a session of its own
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    if os.fork() > 0:
+    if not in_terminal and os.fork() > 0:
         os._exit(0)  # the caller reaps this intermediate at once; the waiter lives on
     become_subreaper()
 
-    ready = os.fdopen(args.ready_fd, "w")
+    ready = open(args.ready_path, "w") if args.ready_path else os.fdopen(args.ready_fd, "w")
+    log_path = args.job_dir / "job.log"
     try:
+        env = _load_environment(args.env_file)
         argv = _command_for(args.mode, command)
-        with open(args.job_dir / "job.log", "ab", buffering=0) as log:
+        if args.mode == "tmux":
+            pipe_pane_to(log_path)
+        with open(log_path, "ab", buffering=0) as log:
+            output = None if in_terminal else log  # in a terminal: the window, copied by the tool
             child = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=(args.mode == "setsid"),
-                preexec_fn=_job_preexec(args.mode),
+                argv, stdin=None if in_terminal else subprocess.DEVNULL, stdout=output,
+                stderr=subprocess.STDOUT if output else None, start_new_session=(args.mode == "setsid"),
+                preexec_fn=_job_preexec(args.mode), env=env,
             )
     except OSError as err:
         ready.write(f"error: cannot start {command[0]!r}: {err.strerror}\n")
         ready.close()
         return 127
     proc = psutil.Process(child.pid)
-    write_json_atomic(args.job_dir / "job.json", {
+    record = {
         "name": args.name, "pid": child.pid, "create_time": proc.create_time(),
         "pgid": os.getpgid(child.pid), "sid": os.getsid(child.pid), "mode": args.mode,
-        "command": command, "run_dir": args.run_dir, "log": str(args.job_dir / "job.log"),
+        "command": command, "run_dir": args.run_dir, "log": str(log_path),
         "started_at": time.time(), "waiter_pid": os.getpid(), "cwd": os.getcwd(),
-    })
+    }
+    if args.terminal:
+        record["terminal"] = args.terminal
+    write_json_atomic(args.job_dir / "job.json", record)
     try:
         ready.write(f"ok {child.pid}\n")
         ready.close()

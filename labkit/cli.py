@@ -87,10 +87,16 @@ def _add_jobs_parser(sub) -> None:
     jsub.required = True
     start = jsub.add_parser("start", help="start a detached job (default: the trainer); CMD after --")
     start.add_argument("name")
-    start.add_argument("--mode", choices=("setsid", "nohup"), default="setsid",
-                       help="setsid: own session; nohup: ignores SIGHUP in this session")
+    from labkit.jobs import MODES
+
+    start.add_argument("--mode", choices=MODES, default="setsid",
+                       help="setsid: own session; nohup: ignores SIGHUP in this session; "
+                            "tmux/screen: a detached session you can attach to")
     start.add_argument("--run-dir", type=Path, default=None, help="the trainer's run folder")
+    start.add_argument("--pid-file", type=Path, default=None, help="write the job's pid here")
     start.add_argument("--json", action="store_true")
+    attach = jsub.add_parser("attach", help="print the command that reattaches a tmux/screen job's terminal")
+    attach.add_argument("name")
     stop = jsub.add_parser("stop", help="signal the job's group, wait, escalate to SIGKILL")
     stop.add_argument("name")
     stop.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds before SIGKILL")
@@ -208,11 +214,18 @@ def _jobs(args: argparse.Namespace, command: list[str]) -> int:
     action = args.jobs_command
     if action == "start":
         job = jobs.start(args.name, command or None, mode=args.mode, run_dir=args.run_dir)
+        if args.pid_file:
+            _write_pid_file(args.pid_file, job.pid)
         if args.json:
             print(json.dumps(job.status()))
         else:
             print(f"started job {job.name}: pid {job.pid}, group {job.pgid}, mode {args.mode}, "
                   f"log {job.log_path}" + (f", run dir {job.run_dir}" if job.run_dir else ""))
+        if job.terminal is not None and not args.json:
+            print(f"reattach with: {job.attach_command()}")
+        return 0
+    if action == "attach":
+        print(jobs.Job(args.name).attach_command())
         return 0
     if action == "stop":
         result = jobs.Job(args.name).stop(timeout_s=args.timeout, sig=args.signal)
@@ -253,6 +266,16 @@ def _jobs(args: argparse.Namespace, command: list[str]) -> int:
         print(f"removed job {args.name}")
         return 0
     raise BadArgument(f"unknown jobs action {action!r}")
+
+
+def _write_pid_file(path: Path, pid: int) -> None:
+    from labkit._atomic import write_atomic
+
+    try:
+        write_atomic(path, f"{pid}\n".encode())
+    except OSError as err:
+        raise LabkitError(f"the job started (pid {pid}) but its pid file {path} could not be written: "
+                          f"{err.strerror}") from None
 
 
 def _print_status(status: dict, as_json: bool) -> None:

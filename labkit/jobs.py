@@ -8,6 +8,11 @@ so a signal reaches the job and every worker it started, and nothing else.
 A pid is only trusted together with its start time: once a job has ended, the kernel may
 give its pid to an unrelated process, and labkit never signals that one.
 
+Modes: ``setsid`` (a session of its own: no terminal can hang it up), ``nohup`` (stays in
+the caller's session with SIGHUP ignored, via the real ``nohup``), ``tmux`` and ``screen``
+(a detached session on labkit's private socket, see :mod:`labkit._multiplexer`; ``attach``
+says how to reattach, and stopping the job ends its session).
+
 >>> job = start("demo")                   # doctest: +SKIP
 >>> job.stop(timeout_s=10).as_dict()      # doctest: +SKIP
 {'name': 'demo', 'pid': 4242, 'signal_sent': 'SIGTERM', 'escalated': False, 'exit_code': 0, ...}
@@ -32,9 +37,10 @@ from typing import Iterator
 import psutil
 
 from labkit import signals as sigs
+from labkit._multiplexer import TOOLS, Multiplexer
 from labkit.errors import BadArgument, JobExists, JobTimeout, LabkitError, NoSuchJob, NotOurProcess
 
-MODES = ("setsid", "nohup")
+MODES = ("setsid", "nohup", *TOOLS)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _START_TOLERANCE_S = 0.05  # create_time is computed from clock ticks; equal starts agree far closer
 KILL_WAIT_S = 5.0
@@ -116,6 +122,33 @@ class Job:
     def run_dir(self) -> Path | None:
         """The trainer's run folder, when the job has one."""
         return Path(self.record["run_dir"]) if self.record.get("run_dir") else None
+
+    @property
+    def terminal(self) -> Multiplexer | None:
+        """The tmux or screen session holding the job (modes tmux and screen), else None."""
+        record = self.record.get("terminal")
+        return Multiplexer.from_record(record) if record else None
+
+    def attach_command(self) -> str:
+        """The shell command that reattaches a terminal to the job's tmux or screen session.
+
+        Raises:
+            LabkitError: the job has no session to attach to (another mode, or it ended).
+        """
+        terminal = self.terminal
+        if terminal is None:
+            raise LabkitError(f"job {self.name!r} runs in mode {self.record['mode']}: it has no terminal to "
+                              f"reattach; follow its output with `labkit jobs logs -f {self.name}` "
+                              f"or `tail -f {self.log_path}`")
+        if not terminal.exists():
+            raise LabkitError(f"job {self.name!r} has ended ({self.state}) and its {terminal.tool} session "
+                              f"with it; its output is in {self.log_path}")
+        return terminal.attach_command()
+
+    def screen_text(self, lines: int = 50) -> str:
+        """What the job's terminal shows now (tmux/screen modes; empty once the session ended)."""
+        terminal = self.terminal
+        return terminal.capture(lines) if terminal else ""
 
     def process(self) -> psutil.Process | None:
         """Return the job's main process if it is still the one we started, else None.
@@ -222,6 +255,7 @@ class Job:
             raise BadArgument(f"timeout must be a number of seconds >= 0, got {timeout_s}")
         self.process()
         if not self.members():
+            self._end_terminal()
             return StopResult(self.name, self.pid, None, False, self.exit_code, 0.0)
         try:
             escalated, seconds = sigs.terminate_group(self.pgid, self.record["create_time"] - _START_TOLERANCE_S,
@@ -229,12 +263,20 @@ class Job:
         except JobTimeout as err:
             raise JobTimeout(f"job {self.name!r}: {err}") from None
         _wait_until(lambda: self.exit_info() is not None, 2.0)
+        self._end_terminal()
         return StopResult(self.name, self.pid, sig.name, escalated, self.exit_code, round(seconds, 3))
+
+    def _end_terminal(self) -> None:
+        """End the job's tmux/screen session once the job is gone (its window closes by itself;
+        this covers a waiter that could not finish)."""
+        terminal = self.terminal
+        if terminal is not None and not _wait_until(lambda: not terminal.exists(), 2.0, poll_s=0.05):
+            terminal.kill()
 
     def logs(self, lines: int | None = None) -> str:
         """Return the job's console log, or only its last ``lines`` lines."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            text = self.log_path.read_text(errors="replace").replace("\r\n", "\n")
         except FileNotFoundError:
             return ""
         if lines is None:
@@ -254,13 +296,18 @@ class Job:
         return self._follow(handle, poll_s)
 
     def _follow(self, handle, poll_s: float) -> Iterator[str]:
+        # A terminal writes "\r\n" (tmux/screen logs); a "\r" at a chunk's end waits for the next.
+        held = ""
         with handle:
             while True:
                 chunk = handle.read()
                 if chunk:
-                    yield chunk
+                    text = (held + chunk).replace("\r\n", "\n")
+                    text, held = (text[:-1], "\r") if text.endswith("\r") else (text, "")
+                    if text:
+                        yield text
                 elif not self.members():
-                    rest = handle.read()
+                    rest = (held + handle.read()).replace("\r\n", "\n")
                     if rest:
                         yield rest
                     return
@@ -299,7 +346,11 @@ def start(
         except BlockingIOError:
             raise BadArgument(f"job {name!r} is being started by another command right now") from None
         _clear_ended_job(name, home, job_dir)
-        answer = _spawn_waiter(job_dir, name, mode, run_dir, command, env, timeout_s)
+        if mode in TOOLS:
+            terminal = Multiplexer.for_job(mode, name, Path(home).expanduser() if home else labkit_home())
+            answer = _spawn_in_terminal(terminal, job_dir, name, run_dir, command, env, timeout_s)
+        else:
+            answer = _spawn_waiter(job_dir, name, mode, run_dir, command, env, timeout_s)
     if not answer.startswith("ok"):
         raise BadArgument(answer.removeprefix("error: ") or f"job {name!r} did not start; see {job_dir / 'job.log'}")
     return Job(name, home)
@@ -309,10 +360,7 @@ def _spawn_waiter(job_dir: Path, name: str, mode: str, run_dir: Path | None, com
                   env: dict[str, str] | None, timeout_s: float) -> str:
     """Start the job's waiter and return its first line: "ok PID" or "error: ..."."""
     read_fd, write_fd = os.pipe()
-    waiter = [sys.executable, "-m", "labkit._waiter", "--job-dir", str(job_dir), "--name", name,
-              "--mode", mode, "--ready-fd", str(write_fd)]
-    waiter += ["--run-dir", str(run_dir)] if run_dir else []
-    waiter += ["--", *command]
+    waiter = _waiter_argv(job_dir, name, mode, run_dir, command, ["--ready-fd", str(write_fd)])
     with open(job_dir / "job.log", "ab") as log:
         intermediate = subprocess.Popen(waiter, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
                                         stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -322,6 +370,48 @@ def _spawn_waiter(job_dir: Path, name: str, mode: str, run_dir: Path | None, com
     finally:
         os.close(read_fd)
         intermediate.wait()
+
+
+def _waiter_argv(job_dir: Path, name: str, mode: str, run_dir: Path | None, command: list[str],
+                 ready: list[str]) -> list[str]:
+    argv = [sys.executable, "-m", "labkit._waiter", "--job-dir", str(job_dir), "--name", name, "--mode", mode,
+            *ready]
+    argv += ["--run-dir", str(run_dir)] if run_dir else []
+    return [*argv, "--", *command]
+
+
+def _spawn_in_terminal(terminal: Multiplexer, job_dir: Path, name: str, run_dir: Path | None,
+                       command: list[str], env: dict[str, str] | None, timeout_s: float) -> str:
+    """Start the waiter as the program of a new tmux/screen session; return its first line.
+
+    tmux starts a session's program from its server, not from us, so nothing we hold is
+    inherited: readiness comes back through a FIFO and our environment through a private
+    file the waiter deletes once read.
+    """
+    fifo, env_file = job_dir / ".ready", job_dir / ".environment.json"
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo, 0o600)
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(dict(os.environ if env is None else env), handle)
+    # read and write: the FIFO never reports end-of-file before the waiter has written
+    ready_fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        waiter = _waiter_argv(job_dir, name, terminal.tool, run_dir, command,
+                              ["--ready-path", str(fifo), "--env-file", str(env_file),
+                               "--terminal", json.dumps(terminal.as_record())])
+        terminal.start(waiter, job_dir / "job.log", os.getcwd(), timeout_s)
+        answer = _read_line(ready_fd, timeout_s)
+    finally:
+        os.close(ready_fd)
+        fifo.unlink(missing_ok=True)
+        env_file.unlink(missing_ok=True)
+    if not answer.startswith("ok"):  # the waiter is ending, and its window with it; make sure
+        if not _wait_until(lambda: not terminal.exists(), 2.0, poll_s=0.05):
+            terminal.kill()
+    if not answer:
+        return f"error: job {name!r} did not start in {terminal.tool} within {timeout_s:g} s; see {job_dir / 'job.log'}"
+    return answer
 
 
 def list_jobs(home: str | os.PathLike | None = None) -> list[Job]:
@@ -357,6 +447,8 @@ def _clear_ended_job(name: str, home, job_dir: Path) -> None:
         (job_dir / leftover).unlink(missing_ok=True)
     if old.log_path.exists():
         old.log_path.replace(job_dir / "job.log.1")
+    if old.terminal is not None:
+        old.terminal.kill()  # a session that outlived its job would block the name
 
 
 def _check_name(name: str) -> None:

@@ -1,41 +1,59 @@
 """What a dropped SSH connection does to your jobs, shown on a real terminal.
 
-:func:`simulate_disconnect` does what sshd does: it starts an interactive shell on a new
+:func:`simulate_disconnect` does what sshd does: it starts a login shell on a new
 pseudo-terminal (its controlling terminal), types commands into it, then closes the
 terminal's master side. The kernel hangs up the terminal and sends SIGHUP to the
 session's leader; an interactive bash then sends SIGHUP to every job it started. The
-report says which jobs survived.
+report says which jobs survived and, for those that died, how (exit 129 is SIGHUP).
 
->>> report = simulate_disconnect({"plain": "sleep 300 &", "nohup": "nohup sleep 300 >/dev/null 2>&1 &"})
-... # doctest: +SKIP
->>> report["plain"].survived, report["nohup"].survived      # doctest: +SKIP
-(False, True)
+Each job line records its job's pid in ``NAME.pid`` in the shell's working folder, as
+a real launch script would; :data:`METHODS` has one line per way of starting a job.
+
+>>> report = simulate_disconnect(["plain", "nohup"])          # doctest: +SKIP
+>>> print(format_report(report))                              # doctest: +SKIP
+plain   died      killed by SIGHUP (exit 129)
+nohup   survived  sleeping
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import select
+import shlex
 import shutil
 import subprocess
-import termios
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import psutil
 
+from labkit._multiplexer import tmux_socket  # noqa: F401  (public here: lessons use it)
 from labkit.errors import BadArgument, LabkitError, ToolMissing
+from labkit.signals import explain_exit_code
 
-# Each method starts `sleep` as a job of the interactive shell; $! is the job's pid.
+_LABKIT = f"{shlex.quote(sys.executable)} -m labkit"
+# One line per way of starting a job from a terminal. {name}: the job's name, also its pid
+# file's (NAME.pid); {seconds}: how long it runs; {tmux}: labkit's private tmux socket.
 METHODS: dict[str, str] = {
-    "plain": "sleep {seconds} &",
-    "nohup": "nohup sleep {seconds} > /dev/null 2>&1 &",
-    "setsid": "(setsid sleep {seconds} > /dev/null 2>&1 &\necho \"PID setsid $!\")",
-    "disown": "sleep {seconds} & disown",
+    "plain": "sleep {seconds} & echo $! > {name}.pid",
+    "nohup": "nohup sleep {seconds} > /dev/null 2>&1 & echo $! > {name}.pid",
+    # setsid forks when started as a job (it leads its group), so $! would be the wrong pid
+    "setsid": "setsid sh -c 'echo $$ > {name}.pid; exec sleep {seconds}' > /dev/null 2>&1 &",
+    "disown": "sleep {seconds} & echo $! > {name}.pid; disown",
+    "tmux": "tmux -L {tmux} new-session -d -s {name} -c \"$PWD\" 'echo $$ > {name}.pid; exec sleep {seconds}'",
+    "screen": "screen -dmS {name} sh -c 'echo $$ > {name}.pid; exec sleep {seconds}'",
+    **{f"labkit-{mode}": f"{_LABKIT} jobs start {{name}} --mode {mode} --pid-file {{name}}.pid -- sleep {{seconds}}"
+       for mode in ("setsid", "nohup", "tmux", "screen")},
 }
-_PID_LINE = re.compile(r"PID (\w[\w-]*) (\d+)")
+_NEEDS = {"tmux": "tmux", "screen": "screen", "setsid": "setsid", "nohup": "nohup",
+          "labkit-tmux": "tmux", "labkit-screen": "screen"}
+_LAUNCHERS = ("bash", "sh", "dash", "nohup", "setsid")  # a job still starting, not yet its program
+HOW = ("hangup", "exit")
 
 
 @dataclass
@@ -46,126 +64,272 @@ class JobFate:
     pid: int
     survived: bool
     state: str  # psutil's state if it survived, else "gone" (or "zombie": exited, not yet reaped)
+    # shell-style (129 = SIGHUP) when the job outlived its shell and the reaper saw it end; a job
+    # that died while its shell was still exiting was reaped by the shell, and its code is lost
+    exit_code: int | None = None
+
+    def describe(self) -> str:
+        """One phrase: "sleeping", "killed by SIGHUP (exit 129)", "ended (exit status not seen)"."""
+        if self.survived:
+            return self.state
+        if self.exit_code is None:  # its shell reaped it before dying itself: the status died with the shell
+            return "died (its shell collected the exit status)"
+        text = explain_exit_code(self.exit_code)
+        match = re.search(r"killed by (SIG\w+)", text)
+        return f"killed by {match.group(1)} (exit {self.exit_code})" if match else f"exited: {text}"
 
 
-def simulate_disconnect(jobs: dict[str, str] | None = None, settle_s: float = 1.0, keep: bool = False,
-                        timeout_s: float = 10.0) -> dict[str, JobFate]:
-    """Run each job line in an interactive bash on a new pty, hang the pty up, report who survived.
+def available_methods() -> list[str]:
+    """The methods of :data:`METHODS` whose tools are installed here."""
+    return [name for name in METHODS if shutil.which(_NEEDS.get(name, "bash"))]
 
-    A job line must start one background job (``CMD &``); its pid is taken from ``$!``.
-    Survivors are killed before returning unless ``keep`` is true (then stopping them is
-    the caller's job).
+
+def job_line(method: str, name: str | None = None, seconds: int = 300) -> str:
+    """The shell line that starts a job with ``method`` (see :data:`METHODS`)."""
+    if method not in METHODS:
+        raise BadArgument(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    return METHODS[method].format(name=name or method, seconds=seconds, tmux=tmux_socket())
+
+
+def simulate_disconnect(jobs: dict[str, str] | list[str] | None = None, how: str = "hangup",
+                        huponexit: bool = False, settle_s: float = 1.0, keep: bool = False,
+                        timeout_s: float = 15.0, cwd: str | os.PathLike | None = None,
+                        before_hangup: Callable[[dict[str, int], int], None] | None = None) -> dict[str, JobFate]:
+    """Start jobs from a login shell on a new terminal, end the connection, report who survived.
+
+    Args:
+        jobs: ``{name: shell line}``; each line starts one job and writes its pid to
+            ``NAME.pid``. A list of method names uses :data:`METHODS`; None: every
+            available method.
+        how: ``"hangup"`` closes the terminal like a dropped connection; ``"exit"`` types
+            ``exit`` first, like logging out.
+        huponexit: run ``shopt -s huponexit`` first (bash then hangs up its jobs on exit too).
+        keep: leave survivors running (stopping them is then the caller's job).
+        cwd: the shell's working folder (default: a temporary one, removed afterwards).
+        before_hangup: called with ``({name: pid}, shell_pid)`` once every job runs, just
+            before the connection ends (to look at the session with ``ps``, say).
 
     Raises:
         ToolMissing: bash is not installed.
-        LabkitError: the shell did not report every job's pid within ``timeout_s``.
+        LabkitError: a job did not record its pid within ``timeout_s``.
     """
     bash = shutil.which("bash")
     if bash is None:
         raise ToolMissing("bash", "the disconnect demo needs an interactive bash")
-    jobs = jobs or {name: line.format(seconds=300) for name, line in METHODS.items()}
-    for name in jobs:
-        if not re.fullmatch(r"\w[\w-]*", name):
-            raise BadArgument(f"bad job name {name!r}: letters, digits, '_' and '-' only")
-    shell, master = _start_terminal(bash)
-    try:
-        for name, line in jobs.items():
-            typed = line if "echo \"PID" in line else f"{line}\necho \"PID {name} $!\""
-            os.write(master, (typed + "\n").encode())
-        pids = _read_pids(master, set(jobs), timeout_s)
-        _wait_until_idle(master, list(pids.values()), timeout_s)
-    except BaseException:
-        _hang_up(shell, master)
-        raise
-    _hang_up(shell, master)
-    time.sleep(settle_s)  # let SIGHUP take effect everywhere
-    report = {name: _fate(name, pid) for name, pid in pids.items()}
-    if not keep:
-        for fate in report.values():
-            if fate.survived:
-                _kill_quietly(fate.pid)
+    if how not in HOW:
+        raise BadArgument(f"how must be one of {', '.join(HOW)}, got {how!r}")
+    lines = _job_lines(jobs)
+    with tempfile.TemporaryDirectory(prefix="labkit-disconnect-") as scratch:
+        folder = Path(cwd).expanduser() if cwd else Path(scratch)
+        terminal = _Terminal(bash, folder)
+        try:
+            if huponexit:
+                terminal.type("shopt -s huponexit")
+            for line in lines.values():
+                terminal.type(line)
+            pids = _read_pid_files(folder, list(lines), terminal, timeout_s)
+            terminal.wait_until_idle(list(pids.values()), timeout_s)
+            if before_hangup is not None:
+                before_hangup(dict(pids), terminal.shell_pid())
+            if how == "exit":
+                terminal.type("exit")
+                terminal.wait_for_shell_exit(timeout_s)
+        except BaseException:
+            terminal.hang_up()
+            terminal.close(wait_for_orphans=False)
+            raise
+        terminal.hang_up()
+        time.sleep(settle_s)  # let SIGHUP take effect everywhere
+        codes = terminal.exit_codes()
+        report = {name: _fate(name, pid, codes.get(pid)) for name, pid in pids.items()}
+        if not keep:
+            for fate in report.values():
+                if fate.survived:
+                    _kill_quietly(fate.pid)
+        terminal.close(wait_for_orphans=not keep)
+        for name in pids:
+            (folder / f"{name}.pid").unlink(missing_ok=True)
     return report
 
 
-def _start_terminal(bash: str) -> tuple[subprocess.Popen, int]:
-    master, slave = os.openpty()
-    env = {**os.environ, "PS1": "$ ", "HISTFILE": "/dev/null", "TERM": "dumb"}
-
-    def become_terminal_owner() -> None:  # in the child: new session, the pty as its terminal
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    shell = subprocess.Popen([bash, "--norc", "--noprofile", "-i"], stdin=slave, stdout=slave, stderr=slave,
-                             start_new_session=True, preexec_fn=become_terminal_owner, env=env)
-    os.close(slave)
-    return shell, master
+def format_report(report: dict[str, JobFate]) -> str:
+    """The report as a small table: name, survived/died, how."""
+    width = max((len(name) for name in report), default=4)
+    return "\n".join(f"{name:<{width}}  {'survived' if fate.survived else 'died':<8}  {fate.describe()}"
+                     for name, fate in report.items())
 
 
-def _read_pids(master: int, names: set[str], timeout_s: float) -> dict[str, int]:
-    pids: dict[str, int] = {}
-    buffer = ""
-    deadline = time.monotonic() + timeout_s
-    while set(pids) != names:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([master], [], [], remaining)[0]:
-            raise LabkitError(f"the shell reported no pid for {sorted(names - set(pids))}; it printed: "
-                              f"{buffer[-300:]!r}")
+def _job_lines(jobs: dict[str, str] | list[str] | None) -> dict[str, str]:
+    if jobs is None:
+        jobs = available_methods()
+    if isinstance(jobs, (list, tuple)):
+        jobs = {method: job_line(method) for method in jobs}
+    for name in jobs:
+        if not re.fullmatch(r"\w[\w.-]*", name):
+            raise BadArgument(f"bad job name {name!r}: letters, digits, '_', '.' and '-' only")
+    return dict(jobs)
+
+
+class _Terminal:
+    """A login bash on a new pty, its parent a reaper that reports how orphans ended."""
+
+    def __init__(self, bash: str, cwd: Path) -> None:
+        self.master, slave = os.openpty()
+        report_read, report_write = os.pipe()
+        screen_dir = Path(os.environ.get("SCREENDIR") or _default_screen_dir())
+        screen_dir.mkdir(parents=True, exist_ok=True)
+        screen_dir.chmod(0o700)
+        env = {**os.environ, "PS1": "$ ", "HISTFILE": "/dev/null", "TERM": "dumb", "SCREENDIR": str(screen_dir)}
+        self.reaper = subprocess.Popen(
+            [sys.executable, "-m", "labkit._reaper", "--report-fd", str(report_write), "--",
+             bash, "--noprofile", "--norc", "-l", "-i"],
+            stdin=slave, stdout=slave, stderr=slave, pass_fds=(report_write,), cwd=cwd, env=env)
+        os.close(slave)
+        os.close(report_write)
+        self.report_fd = report_read
+        self.report = ""
+        self.output = ""
+
+    def type(self, line: str) -> None:
+        os.write(self.master, (line + "\n").encode())
+
+    def read(self, timeout_s: float) -> bool:
+        """Read what the terminal printed; False if nothing came within ``timeout_s``."""
+        if not select.select([self.master], [], [], max(timeout_s, 0))[0]:
+            return False
         try:
-            buffer += os.read(master, 4096).decode(errors="replace")
+            self.output += os.read(self.master, 4096).decode(errors="replace")
+        except OSError:  # EIO: the shell has gone
+            return False
+        return True
+
+    def wait_until_idle(self, pids: list[int], timeout_s: float) -> None:
+        """Wait until every job has exec'd its program and the shell waits at its prompt.
+
+        Both are races a real disconnect has too: a job hung up while ``nohup`` is still
+        starting dies before nohup could ignore SIGHUP, and a shell busy running a line may
+        see the closed terminal as end of input and exit without signalling its jobs.
+        """
+        self.type("echo READY-$((6*7))")  # printed as READY-42 only when the shell ran it
+        deadline = time.monotonic() + timeout_s
+        while "READY-42" not in self.output or not self.output.rstrip().endswith("$"):
+            if not self.read(deadline - time.monotonic()):
+                raise LabkitError(f"the shell did not come back to its prompt; it printed: {self.output[-300:]!r}")
+        for pid in pids:
+            while time.monotonic() < deadline:
+                try:
+                    if psutil.Process(pid).name() not in _LAUNCHERS:
+                        break
+                except psutil.NoSuchProcess:
+                    break
+                time.sleep(0.01)
+
+    def wait_for_shell_exit(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while "SHELL" not in self.report or not self._shell_exited():
+            if time.monotonic() > deadline:
+                raise LabkitError(f"the shell did not exit after `exit`; it printed: {self.output[-300:]!r}")
+            self.read(0.05)
+            self._collect(0.05)
+
+    def shell_pid(self) -> int:
+        """The login shell's pid (the reaper reports it first)."""
+        deadline = time.monotonic() + 10.0
+        while "SHELL" not in self.report and time.monotonic() < deadline:
+            self._collect(0.5)
+        match = re.search(r"SHELL (\d+)", self.report)
+        if match is None:
+            raise LabkitError("the terminal's shell did not start")
+        return int(match.group(1))
+
+    def _shell_exited(self) -> bool:
+        shell = re.search(r"SHELL (\d+)", self.report)
+        return bool(shell) and re.search(rf"^EXIT {shell.group(1)} ", self.report, re.MULTILINE) is not None
+
+    def hang_up(self) -> None:
+        """Close the terminal's master side, as sshd does when the connection drops."""
+        try:
+            os.close(self.master)
         except OSError:
+            pass
+
+    def exit_codes(self) -> dict[int, int]:
+        """The exit code of every process the reaper saw end (shell-style)."""
+        self._collect(0.0)
+        return {int(pid): int(code) for pid, code in re.findall(r"^EXIT (\d+) (-?\d+)$", self.report, re.MULTILINE)}
+
+    def _collect(self, timeout_s: float) -> None:
+        while select.select([self.report_fd], [], [], timeout_s)[0]:
+            chunk = os.read(self.report_fd, 65536)
+            if not chunk:
+                break
+            self.report += chunk.decode()
+            timeout_s = 0.0
+
+    def close(self, wait_for_orphans: bool) -> None:
+        """Stop the reaper, once the orphans it adopted (killed survivors, tmux servers) are gone."""
+        if wait_for_orphans:
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline and _live_children(self.reaper.pid):
+                time.sleep(0.05)
+        self.reaper.terminate()
+        try:
+            self.reaper.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.reaper.kill()
+            self.reaper.wait()
+        os.close(self.report_fd)
+
+
+def _default_screen_dir() -> Path:
+    from labkit.jobs import labkit_home
+
+    return labkit_home() / "screen"
+
+
+def _live_children(pid: int) -> list[psutil.Process]:
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    live = []
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                live.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return live
+
+
+def _read_pid_files(folder: Path, names: list[str], terminal: _Terminal, timeout_s: float) -> dict[str, int]:
+    pids: dict[str, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(pids) < len(names):
+        for name in names:
+            try:
+                text = (folder / f"{name}.pid").read_text()
+            except FileNotFoundError:
+                continue
+            if text.endswith("\n") and text.strip().isdigit():
+                pids[name] = int(text)
+        if len(pids) == len(names):
             break
-        for name, pid in _PID_LINE.findall(buffer):
-            if name in names:
-                pids[name] = int(pid)
+        if time.monotonic() > deadline or terminal.reaper.poll() is not None:
+            missing = sorted(set(names) - set(pids))
+            raise LabkitError(f"no pid file for {missing} in {folder} within {timeout_s:g} s; "
+                              f"the shell printed: {terminal.output[-400:]!r}")
+        terminal.read(0.05)
     return pids
 
 
-_LAUNCHERS = ("bash", "nohup", "setsid")
-
-
-def _wait_until_idle(master: int, pids: list[int], timeout_s: float) -> None:
-    """Wait until every job has exec'd its program and the shell waits at its prompt.
-
-    Both are races a real disconnect has too: a job hung up while ``nohup`` is still
-    starting dies before nohup could ignore SIGHUP, and a shell busy running a line may
-    see the closed terminal as end of input and exit without signalling its jobs.
-    """
-    os.write(master, b"echo READY-$((6*7))\n")  # printed as READY-42 only when the shell ran it
-    deadline = time.monotonic() + timeout_s
-    buffer = ""
-    while "READY-42" not in buffer or not buffer.rstrip().endswith("$"):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([master], [], [], remaining)[0]:
-            raise LabkitError(f"the shell did not come back to its prompt; it printed: {buffer[-300:]!r}")
-        buffer += os.read(master, 4096).decode(errors="replace")
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                if psutil.Process(pid).name() not in _LAUNCHERS:
-                    break
-            except psutil.NoSuchProcess:
-                break
-            time.sleep(0.01)
-
-
-def _hang_up(shell: subprocess.Popen, master: int) -> None:
-    """Close the terminal's master side, as sshd does when the connection drops."""
-    try:
-        os.close(master)
-    except OSError:
-        pass
-    try:
-        shell.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        shell.kill()
-        shell.wait()
-
-
-def _fate(name: str, pid: int) -> JobFate:
+def _fate(name: str, pid: int, exit_code: int | None) -> JobFate:
     try:
         state = psutil.Process(pid).status()
     except psutil.NoSuchProcess:
         state = "gone"
-    return JobFate(name, pid, state not in ("gone", psutil.STATUS_ZOMBIE), state)
+    survived = state not in ("gone", psutil.STATUS_ZOMBIE)
+    return JobFate(name, pid, survived, state, None if survived else exit_code)
 
 
 def _kill_quietly(pid: int) -> None:

@@ -80,6 +80,8 @@ def home(tmp_path, monkeypatch) -> Path:
                 proc.kill()
             except psutil.Error:
                 pass
+        if job.terminal is not None:
+            job.terminal.kill()
 
 
 FAST = ("--epochs", "2", "--steps-per-epoch", "15", "--step-time", "0", "--checkpoint-every", "5")

@@ -8,9 +8,13 @@ session ends, any process still carrying the tag is killed and the run fails, na
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -26,6 +30,8 @@ def pytest_configure(config) -> None:
         os.environ["LABKIT_HOME"] = tempfile.mkdtemp(prefix="labkit-test-home-")
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    # jobs in tmux mode use a socket of this run's own, never a learner's `tmux -L labkit`
+    os.environ.setdefault("LABKIT_TMUX_SOCKET", f"labkit-test-{os.environ[TAG][:12]}")
 
 
 def tagged_processes() -> list[psutil.Process]:
@@ -42,12 +48,36 @@ def tagged_processes() -> list[psutil.Process]:
     return found
 
 
+def leftover_terminal_sessions() -> list[str]:
+    """tmux sessions on this run's socket and screen sessions in its LABKIT_HOME, ended now."""
+    found = []
+    socket = os.environ["LABKIT_TMUX_SOCKET"]
+    if shutil.which("tmux"):
+        listing = subprocess.run(["tmux", "-L", socket, "list-sessions", "-F", "#{session_name}"],
+                                 capture_output=True, text=True, timeout=10)
+        if listing.returncode == 0 and listing.stdout.strip():
+            found += [f"tmux -L {socket}: {name}" for name in listing.stdout.split()]
+            subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=10)
+    screen_dir = Path(os.environ["LABKIT_HOME"]) / "screen"
+    if shutil.which("screen") and screen_dir.is_dir():
+        env = {**os.environ, "SCREENDIR": str(screen_dir)}
+        listing = subprocess.run(["screen", "-ls"], capture_output=True, text=True, env=env, timeout=10)
+        for name in re.findall(r"^\s+\d+\.(\S+)", listing.stdout, re.MULTILINE):
+            found.append(f"screen in {screen_dir}: {name}")
+            subprocess.run(["screen", "-S", name, "-X", "quit"], capture_output=True, env=env, timeout=10)
+    return found
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     deadline = time.monotonic() + 3.0  # let waiters write exit.json and exit on their own
     leaked = tagged_processes()
     while leaked and time.monotonic() < deadline:
         time.sleep(0.1)
         leaked = tagged_processes()
+    sessions = leftover_terminal_sessions()
+    if sessions:
+        print("\nLEAKED TERMINAL SESSIONS (ended now):\n  " + "\n  ".join(sessions), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if not leaked:
         return
     names = []

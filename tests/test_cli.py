@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -159,3 +160,31 @@ def test_doctor_json_is_one_object_with_every_capability():
     report = json.loads(done.stdout)
     assert {"tmux", "strace", "cgroup", "ptrace", "gpu"} <= report["capabilities"].keys()
     assert all({"ok", "detail", "hint"} <= entry.keys() for entry in report["capabilities"].values())
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_a_tmux_job_from_the_command_line_with_a_pid_file_and_attach(home, tmp_path):
+    pid_file = tmp_path / "run.pid"
+    started = labkit("jobs", "start", "mux", "--mode", "tmux", "--pid-file", str(pid_file), "--", "sleep", "30")
+    assert started.returncode == 0, started.stderr
+    socket = os.environ["LABKIT_TMUX_SOCKET"]
+    assert f"reattach with: tmux -L {socket} attach -t mux" in started.stdout
+    pid = int(pid_file.read_text())
+    status = json.loads(labkit("jobs", "status", "mux", "--json").stdout)
+    assert status["pid"] == pid and status["mode"] == "tmux" and status["alive"]
+    attach = labkit("jobs", "attach", "mux")
+    assert attach.returncode == 0 and attach.stdout == f"tmux -L {socket} attach -t mux\n"
+    stopped = json.loads(labkit("jobs", "stop", "mux", "--json", "--timeout", "5").stdout)
+    assert stopped["exit_code"] == 143
+    ended = labkit("jobs", "attach", "mux")
+    assert ended.returncode == 1 and len(ended.stderr.splitlines()) == 1 and "has ended" in ended.stderr
+
+
+def test_attach_to_a_setsid_job_is_one_line_saying_how_to_read_its_output(home):
+    assert labkit("jobs", "start", "bg", "--", "sleep", "30").returncode == 0
+    try:
+        done = labkit("jobs", "attach", "bg")
+        assert done.returncode == 1 and done.stdout == ""
+        assert len(done.stderr.splitlines()) == 1 and "labkit jobs logs -f bg" in done.stderr
+    finally:
+        labkit("jobs", "stop", "bg", "--timeout", "5")

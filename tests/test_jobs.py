@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -13,7 +15,8 @@ import pytest
 
 from conftest import wait_for, wait_for_step
 from labkit import jobs
-from labkit.errors import BadArgument, JobExists, NoSuchJob, NotOurProcess
+from labkit._multiplexer import Multiplexer
+from labkit.errors import BadArgument, JobExists, LabkitError, NoSuchJob, NotOurProcess, ToolMissing
 
 TRAIN = ("--epochs", "50", "--steps-per-epoch", "20", "--step-time", "0.02")
 
@@ -204,3 +207,106 @@ def test_a_damaged_record_is_reported_without_hiding_other_jobs(home, capsys):
     (bad / "job.json").write_text('{"pid": 1}')
     assert [job.name for job in jobs.list_jobs()] == ["good"]
     assert "lacks create_time" in capsys.readouterr().err
+
+
+# --- tmux and screen modes --------------------------------------------------------------
+
+needs = {tool: pytest.mark.skipif(shutil.which(tool) is None, reason=f"{tool} is not installed")
+         for tool in ("tmux", "screen")}
+TERMINAL_MODES = [pytest.param(tool, marks=needs[tool]) for tool in ("tmux", "screen")]
+
+
+@pytest.mark.parametrize("mode", TERMINAL_MODES)
+def test_a_terminal_job_runs_in_its_session_logs_its_output_and_stop_ends_the_session(home, mode):
+    run_dir = home / "run"
+    job = jobs.start("tt", jobs.trainer_command(run_dir, *TRAIN), mode=mode, run_dir=run_dir)
+    terminal = job.terminal
+    assert job.record["mode"] == mode and terminal.exists()
+    # the job leads its own group and is the foreground group of the session's terminal
+    stat = open(f"/proc/{job.pid}/stat").read().rsplit(")", 1)[1].split()
+    tty_nr, foreground = int(stat[4]), int(stat[5])
+    assert job.pgid == job.pid == foreground and tty_nr != 0
+    wait_for_step(run_dir, 12)
+    wait_for(lambda: "step 10 " in job.logs(), 10, "the step line in job.log")
+    assert "\r" not in job.logs()
+    wait_for(lambda: "step" in job.screen_text(), 10, "the step line on the session's screen")
+    result = job.stop(timeout_s=10)
+    assert result.exit_code == 0 and not result.escalated
+    wait_for(lambda: not terminal.exists(), 5, "the session to end")
+    assert "stopped cleanly on SIGTERM" in (run_dir / "train.log").read_text()
+
+
+@pytest.mark.parametrize("mode", TERMINAL_MODES)
+def test_attach_prints_the_reattach_command_for_the_private_socket(home, mode):
+    job = jobs.start("att.1", ["sleep", "30"], mode=mode)
+    try:
+        command = job.attach_command()
+        if mode == "tmux":
+            assert command == f"tmux -L {os.environ['LABKIT_TMUX_SOCKET']} attach -t att_1"
+        else:
+            assert command == f"SCREENDIR={home / 'screen'} screen -r att.1"
+    finally:
+        job.stop(timeout_s=5)
+    with pytest.raises(LabkitError, match="has ended"):
+        job.attach_command()
+
+
+def test_attach_explains_that_setsid_jobs_have_no_terminal(home):
+    job = jobs.start("plainjob", ["sleep", "30"])
+    try:
+        with pytest.raises(LabkitError, match="no terminal to reattach.*logs -f plainjob"):
+            job.attach_command()
+    finally:
+        job.stop(timeout_s=5)
+
+
+@needs["tmux"]
+def test_ctrl_c_typed_into_the_session_reaches_the_job_not_the_waiter(home):
+    run_dir = home / "run"
+    job = jobs.start("ctrlc", jobs.trainer_command(run_dir, *TRAIN), mode="tmux", run_dir=run_dir)
+    wait_for_step(run_dir, 5)
+    terminal = job.terminal
+    subprocess.run(["tmux", "-L", terminal.socket, "send-keys", "-t", f"={terminal.session}:", "C-c"], check=True)
+    assert job.wait(timeout_s=10) == 0  # the trainer stops cleanly on SIGINT
+    assert "SIGINT" in (run_dir / "train.log").read_text()
+    wait_for(lambda: not terminal.exists(), 5, "the session to end with its job")
+
+
+@needs["tmux"]
+def test_a_terminal_job_gets_the_callers_environment_and_working_folder(home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {**os.environ, "LABKIT_DEMO_VALUE": "from-the-caller"}
+    job = jobs.start("envjob", ["sh", "-c", "echo value=$LABKIT_DEMO_VALUE cwd=$PWD tmux=${TMUX:+yes}; sleep 30"],
+                     mode="tmux", env=env)
+    try:
+        wait_for(lambda: "value=" in job.logs(), 10, "the job's first line")
+        assert f"value=from-the-caller cwd={tmp_path} tmux=yes" in job.logs()
+        assert not list((home / "jobs" / "envjob").glob(".environment*"))  # the private copy is gone
+    finally:
+        job.stop(timeout_s=5)
+
+
+@pytest.mark.parametrize("mode", TERMINAL_MODES)
+def test_a_command_that_cannot_start_in_a_terminal_is_a_clear_error_and_leaves_no_session(home, mode):
+    with pytest.raises(BadArgument, match="cannot start '/no/such/program'"):
+        jobs.start("broken", ["/no/such/program"], mode=mode)
+    assert not Multiplexer.for_job(mode, "broken", home).exists()
+
+
+def test_a_missing_multiplexer_is_reported_with_how_to_install_it(home, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ToolMissing, match="tmux is not installed; apt install tmux"):
+        jobs.start("nomux", ["sleep", "1"], mode="tmux")
+
+
+@needs["tmux"]
+def test_an_ended_terminal_job_can_be_started_again_and_its_old_log_is_kept(home):
+    job = jobs.start("again", ["sh", "-c", "echo first run"], mode="tmux")
+    assert job.wait(timeout_s=10) == 0
+    wait_for(lambda: not job.terminal.exists(), 5, "the session to end")
+    job = jobs.start("again", ["sh", "-c", "echo second run; sleep 30"], mode="tmux")
+    try:
+        wait_for(lambda: "second run" in job.logs(), 10, "the second run's output")
+        assert "first run" in (job.dir / "job.log.1").read_text()
+    finally:
+        job.stop(timeout_s=5)

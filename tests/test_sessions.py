@@ -1,33 +1,101 @@
-"""A real terminal hang-up: which jobs of an interactive shell survive it."""
+"""A real terminal hang-up: which jobs of a login shell survive it, and how the others died."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
 
 import psutil
 import pytest
 
-from labkit import sessions
-from labkit.errors import BadArgument
+from labkit import jobs, sessions
+from labkit.errors import BadArgument, LabkitError
 
 
-def test_a_hangup_kills_plain_jobs_and_spares_nohup_setsid_and_disowned_ones():
-    report = sessions.simulate_disconnect(settle_s=1.0)
-    fates = {name: fate.survived for name, fate in report.items()}
-    assert fates == {"plain": False, "nohup": True, "setsid": True, "disown": True}, report
-    # survivors were killed before returning: nothing is left behind
+def assert_all_gone(report):
     for fate in report.values():
-        assert not psutil.pid_exists(fate.pid) or psutil.Process(fate.pid).status() == psutil.STATUS_ZOMBIE
+        assert not psutil.pid_exists(fate.pid) or psutil.Process(fate.pid).status() == psutil.STATUS_ZOMBIE, fate
 
 
-def test_keep_leaves_survivors_to_the_caller():
-    report = sessions.simulate_disconnect({"kept": "nohup sleep 300 > /dev/null 2>&1 &"}, keep=True)
+def test_a_hangup_kills_the_plain_job_with_sighup_and_every_other_method_survives(home):
+    report = sessions.simulate_disconnect(settle_s=1.0)
+    expected = {"plain", "nohup", "setsid", "disown", "labkit-setsid", "labkit-nohup"}
+    expected |= {m for m in ("tmux", "screen", "labkit-tmux", "labkit-screen") if shutil.which(m.split("-")[-1])}
+    assert set(report) == expected
+    plain = report.pop("plain")
+    assert not plain.survived and plain.exit_code in (129, None), plain  # None: bash reaped it first
+    assert plain.describe() in ("killed by SIGHUP (exit 129)", "died (its shell collected the exit status)")
+    assert all(fate.survived for fate in report.values()), sessions.format_report(report)
+    assert_all_gone(report)  # survivors were killed before returning: nothing is left behind
+    if shutil.which("tmux"):  # and the tmux server on the private socket ended with its last session
+        listing = subprocess.run(["tmux", "-L", os.environ["LABKIT_TMUX_SOCKET"], "list-sessions"],
+                                 capture_output=True, text=True)
+        assert listing.returncode != 0, listing.stdout
+
+
+def test_logging_out_spares_a_plain_job_unless_huponexit_is_set(home):
+    logged_out = sessions.simulate_disconnect(["plain", "disown"], how="exit")
+    assert logged_out["plain"].survived and logged_out["disown"].survived
+    strict = sessions.simulate_disconnect(["plain", "disown"], how="exit", huponexit=True)
+    assert not strict["plain"].survived and strict["plain"].exit_code in (129, None)
+    assert strict["disown"].survived  # disown took it off the job table bash hangs up
+    assert_all_gone(logged_out)
+    assert_all_gone(strict)
+
+
+def test_labkit_jobs_survive_and_then_stop_cleanly_with_their_sessions(home):
+    methods = [m for m in ("labkit-setsid", "labkit-nohup", "labkit-tmux", "labkit-screen")
+               if shutil.which(m.split("-")[1])]
+    report = sessions.simulate_disconnect(methods, keep=True)
+    for name in methods:
+        job = jobs.Job(name)
+        assert report[name].survived and job.pid == report[name].pid and job.is_alive()
+        result = job.stop(timeout_s=5)
+        assert result.exit_code == 143 and not result.escalated  # sleep dies of the SIGTERM
+        if job.terminal is not None:
+            assert not job.terminal.exists()
+
+
+def test_the_exit_code_of_a_job_that_outlives_its_shell_is_reported():
+    # ignores the hang-up, then dies of SIGHUP half a second later, when bash is long gone
+    late = ("(trap '' HUP; sleep 0.5; exec " + sys.executable + " -c 'import os, signal; "
+            "signal.signal(signal.SIGHUP, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGHUP)') & echo $! > late.pid")
+    report = sessions.simulate_disconnect({"late": late}, settle_s=2.0)
+    assert not report["late"].survived and report["late"].exit_code == 129, report
+    assert report["late"].describe() == "killed by SIGHUP (exit 129)"
+
+
+def test_keep_leaves_survivors_to_the_caller(tmp_path):
+    report = sessions.simulate_disconnect({"kept": "nohup sleep 300 > /dev/null 2>&1 & echo $! > kept.pid"},
+                                          keep=True, cwd=tmp_path)
     survivor = psutil.Process(report["kept"].pid)
     try:
         assert report["kept"].survived and survivor.status() in ("sleeping", "running")
+        assert not (tmp_path / "kept.pid").exists()  # the pid files are cleaned up
     finally:
         survivor.kill()
         survivor.wait(5)
 
 
-def test_bad_job_names_are_refused():
+def test_a_line_that_records_no_pid_fails_with_what_the_shell_printed():
+    with pytest.raises(LabkitError, match=r"no pid file for \['quiet'\].*nonexistent-command"):
+        sessions.simulate_disconnect({"quiet": "nonexistent-command-xyz"}, timeout_s=2)
+
+
+def test_bad_input_is_refused():
     with pytest.raises(BadArgument):
         sessions.simulate_disconnect({"no spaces": "sleep 1 &"})
+    with pytest.raises(BadArgument, match="how must be"):
+        sessions.simulate_disconnect(["plain"], how="reboot")
+    with pytest.raises(BadArgument, match="unknown method"):
+        sessions.simulate_disconnect(["teleport"])
+
+
+def test_methods_lines_and_report_formatting():
+    assert sessions.job_line("plain", "mine", seconds=5) == "sleep 5 & echo $! > mine.pid"
+    assert "tmux -L" in sessions.job_line("tmux")
+    table = sessions.format_report({"plain": sessions.JobFate("plain", 1, False, "gone", 129),
+                                    "nohup": sessions.JobFate("nohup", 2, True, "sleeping")})
+    assert table.splitlines() == ["plain  died      killed by SIGHUP (exit 129)", "nohup  survived  sleeping"]
