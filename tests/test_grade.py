@@ -524,3 +524,10 @@ def test_a_cgroup_lists_its_members_and_kills_them():
         sleeper.wait()
         groups.remove()
     assert not any(folder.exists() for folder in groups.folders.values())
+
+
+def test_lesson_02_solution_gets_full_marks_through_a_real_hangup_in_the_sandbox(tmp_path):
+    solution, exercise_ = ROOT / "solutions" / "02_sessions.ipynb", ROOT / "exercises" / "02_sessions.ipynb"
+    results = grade([solution, exercise_], tmp_path / "graded", students={solution: "instructor", exercise_: "untouched"})
+    assert [(r.student, r.score, r.max_score) for r in results] == [("instructor", 10, 10), ("untouched", 0, 10)]
+    assert not grader_processes()
