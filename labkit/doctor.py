@@ -42,6 +42,7 @@ _TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "systemd-analyze": (("--version",), "apt install systemd; lesson 03 lints units with labkit's own rules only"),
     "nohup": (("--version",), "part of coreutils; lesson 02 ignores SIGHUP from Python instead"),
     "setsid": (("--version",), "part of util-linux; lesson 02 uses Popen(start_new_session=True) instead"),
+    "sshd": (("-V",), "apt install openssh-server; lesson 02 drops a pseudo-terminal instead of a real SSH login"),
 }
 TOOL_NAMES: tuple[str, ...] = tuple(_TOOLS)
 CAPABILITY_NAMES: tuple[str, ...] = (
@@ -57,7 +58,7 @@ _V2_FILES = {"memory": "memory.max", "cpu": "cpu.max"}
 _V1_CONTROLLERS = {"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory",
                    "misc", "net_cls", "net_prio", "perf_event", "pids", "rdma"}
 # finds "3.3a" in "tmux 3.3a", "13.1" in "GNU gdb (Debian 13.1-3) 13.1", "252" in "systemd 252 (252.38-1)"
-_VERSION_RE = re.compile(r"(?<![\w.])\d+(?:\.\d+)*[a-z]?(?![\w.])")
+_VERSION_RE = re.compile(r"(?<![A-Za-z0-9.])\d+(?:\.\d+)*[a-z]?(?![\w.])")  # "OpenSSH_9.2" -> 9.2
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class Report:
 
 
 def find_tool(name: str) -> str | None:
-    """Return the path of the executable *name* on PATH, else in the running venv's ``bin``, else None.
+    """Return the path of the executable *name* on PATH, else in the venv's ``bin`` or in sbin, else None.
 
     A Jupyter kernel started from a venv often lacks that ``bin`` on PATH, which would hide
     pip-installed tools such as py-spy.
@@ -143,6 +144,8 @@ def find_tool(name: str) -> str | None:
     found = shutil.which(name)
     if found is None and sys.prefix != sys.base_prefix:
         found = shutil.which(name, path=os.path.dirname(sys.executable))
+    if found is None:  # daemons such as sshd live in sbin, which is not on a user's PATH
+        found = shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
     return found
 
 

@@ -54,6 +54,7 @@ _NEEDS = {"tmux": "tmux", "screen": "screen", "setsid": "setsid", "nohup": "nohu
           "labkit-tmux": "tmux", "labkit-screen": "screen"}
 _LAUNCHERS = ("bash", "sh", "dash", "nohup", "setsid")  # a job still starting, not yet its program
 HOW = ("hangup", "exit")
+VIA = ("pty", "ssh")
 
 
 @dataclass
@@ -84,6 +85,13 @@ def available_methods() -> list[str]:
     return [name for name in METHODS if shutil.which(_NEEDS.get(name, "bash"))]
 
 
+def ssh_unavailable() -> str | None:
+    """None where ``simulate_disconnect(via="ssh")`` can run, else why not (one line)."""
+    from labkit._sshd import why_unavailable
+
+    return why_unavailable()
+
+
 def job_line(method: str, name: str | None = None, seconds: int = 300) -> str:
     """The shell line that starts a job with ``method`` (see :data:`METHODS`)."""
     if method not in METHODS:
@@ -94,7 +102,8 @@ def job_line(method: str, name: str | None = None, seconds: int = 300) -> str:
 def simulate_disconnect(jobs: dict[str, str] | list[str] | None = None, how: str = "hangup",
                         huponexit: bool = False, settle_s: float = 1.0, keep: bool = False,
                         timeout_s: float = 15.0, cwd: str | os.PathLike | None = None,
-                        before_hangup: Callable[[dict[str, int], int], None] | None = None) -> dict[str, JobFate]:
+                        before_hangup: Callable[[dict[str, int], int], None] | None = None,
+                        via: str = "pty") -> dict[str, JobFate]:
     """Start jobs from a login shell on a new terminal, end the connection, report who survived.
 
     Args:
@@ -108,9 +117,12 @@ def simulate_disconnect(jobs: dict[str, str] | list[str] | None = None, how: str
         cwd: the shell's working folder (default: a temporary one, removed afterwards).
         before_hangup: called with ``({name: pid}, shell_pid)`` once every job runs, just
             before the connection ends (to look at the session with ``ps``, say).
+        via: ``"pty"`` (a shell on a pseudo-terminal of our own, whose parent reports the
+            exit codes) or ``"ssh"`` (a real SSH login to a private sshd on 127.0.0.1; the
+            connection is dropped by killing the ssh client; exit codes are not seen).
 
     Raises:
-        ToolMissing: bash is not installed.
+        ToolMissing: bash is not installed (or, with ``via="ssh"``, OpenSSH; the reason says which).
         LabkitError: a job did not record its pid within ``timeout_s``.
     """
     bash = shutil.which("bash")
@@ -118,10 +130,12 @@ def simulate_disconnect(jobs: dict[str, str] | list[str] | None = None, how: str
         raise ToolMissing("bash", "the disconnect demo needs an interactive bash")
     if how not in HOW:
         raise BadArgument(f"how must be one of {', '.join(HOW)}, got {how!r}")
+    if via not in VIA:
+        raise BadArgument(f"via must be one of {', '.join(VIA)}, got {via!r}")
     lines = _job_lines(jobs)
     with tempfile.TemporaryDirectory(prefix="labkit-disconnect-") as scratch:
         folder = Path(cwd).expanduser() if cwd else Path(scratch)
-        terminal = _Terminal(bash, folder)
+        terminal = (_SshTerminal if via == "ssh" else _LocalTerminal)(bash, folder)
         try:
             if huponexit:
                 terminal.type("shopt -s huponexit")
@@ -171,24 +185,10 @@ def _job_lines(jobs: dict[str, str] | list[str] | None) -> dict[str, str]:
 
 
 class _Terminal:
-    """A login bash on a new pty, its parent a reaper that reports how orphans ended."""
+    """A login bash on a new pseudo-terminal: type lines into it, read what it prints."""
 
-    def __init__(self, bash: str, cwd: Path) -> None:
-        self.master, slave = os.openpty()
-        report_read, report_write = os.pipe()
-        screen_dir = Path(os.environ.get("SCREENDIR") or _default_screen_dir())
-        screen_dir.mkdir(parents=True, exist_ok=True)
-        screen_dir.chmod(0o700)
-        env = {**os.environ, "PS1": "$ ", "HISTFILE": "/dev/null", "TERM": "dumb", "SCREENDIR": str(screen_dir)}
-        self.reaper = subprocess.Popen(
-            [sys.executable, "-m", "labkit._reaper", "--report-fd", str(report_write), "--",
-             bash, "--noprofile", "--norc", "-l", "-i"],
-            stdin=slave, stdout=slave, stderr=slave, pass_fds=(report_write,), cwd=cwd, env=env)
-        os.close(slave)
-        os.close(report_write)
-        self.report_fd = report_read
-        self.report = ""
-        self.output = ""
+    master: int
+    output: str
 
     def type(self, line: str) -> None:
         os.write(self.master, (line + "\n").encode())
@@ -224,41 +224,74 @@ class _Terminal:
                     break
                 time.sleep(0.01)
 
-    def wait_for_shell_exit(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while "SHELL" not in self.report or not self._shell_exited():
-            if time.monotonic() > deadline:
-                raise LabkitError(f"the shell did not exit after `exit`; it printed: {self.output[-300:]!r}")
-            self.read(0.05)
-            self._collect(0.05)
-
-    def shell_pid(self) -> int:
-        """The login shell's pid (the reaper reports it first)."""
-        deadline = time.monotonic() + 10.0
-        while "SHELL" not in self.report and time.monotonic() < deadline:
-            self._collect(0.5)
-        match = re.search(r"SHELL (\d+)", self.report)
-        if match is None:
-            raise LabkitError("the terminal's shell did not start")
-        return int(match.group(1))
-
-    def _shell_exited(self) -> bool:
-        shell = re.search(r"SHELL (\d+)", self.report)
-        return bool(shell) and re.search(rf"^EXIT {shell.group(1)} ", self.report, re.MULTILINE) is not None
-
-    def hang_up(self) -> None:
-        """Close the terminal's master side, as sshd does when the connection drops."""
+    def _close_master(self) -> None:
         try:
             os.close(self.master)
         except OSError:
             pass
 
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def shell_pid(self) -> int:
+        raise NotImplementedError
+
+    def wait_for_shell_exit(self, timeout_s: float) -> None:
+        raise NotImplementedError
+
+    def hang_up(self) -> None:
+        raise NotImplementedError
+
+    def exit_codes(self) -> dict[int, int]:
+        return {}
+
+    def close(self, wait_for_orphans: bool) -> None:
+        raise NotImplementedError
+
+
+def _shell_environment() -> dict[str, str]:
+    screen_dir = Path(os.environ.get("SCREENDIR") or _default_screen_dir())
+    screen_dir.mkdir(parents=True, exist_ok=True)
+    screen_dir.chmod(0o700)
+    return {**os.environ, "PS1": "$ ", "HISTFILE": "/dev/null", "TERM": "dumb", "SCREENDIR": str(screen_dir)}
+
+
+class _Reaper:
+    """``labkit._reaper`` running a command: it adopts the orphans and reports how each ended."""
+
+    def __init__(self, command: list[str], terminal: int | None = None, cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        report_read, report_write = os.pipe()
+        argv = [sys.executable, "-m", "labkit._reaper", "--report-fd", str(report_write)]
+        if terminal is None:
+            argv.append("--no-terminal")
+            io = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        else:
+            io = {"stdin": terminal, "stdout": terminal, "stderr": terminal}
+        self.process = subprocess.Popen([*argv, "--", *command], pass_fds=(report_write,), cwd=cwd, env=env, **io)
+        os.close(report_write)
+        self.report_fd = report_read
+        self.report = ""
+
+    def child_pid(self, timeout_s: float = 10.0) -> int:
+        """The pid of the command (the reaper reports it first)."""
+        deadline = time.monotonic() + timeout_s
+        while "SHELL" not in self.report and time.monotonic() < deadline:
+            self.collect(0.5)
+        match = re.search(r"SHELL (\d+)", self.report)
+        if match is None:
+            raise LabkitError("the terminal's shell did not start")
+        return int(match.group(1))
+
+    def has_reaped(self, pid: int) -> bool:
+        return re.search(rf"^EXIT {pid} ", self.report, re.MULTILINE) is not None
+
     def exit_codes(self) -> dict[int, int]:
         """The exit code of every process the reaper saw end (shell-style)."""
-        self._collect(0.0)
+        self.collect(0.0)
         return {int(pid): int(code) for pid, code in re.findall(r"^EXIT (\d+) (-?\d+)$", self.report, re.MULTILINE)}
 
-    def _collect(self, timeout_s: float) -> None:
+    def collect(self, timeout_s: float) -> None:
         while select.select([self.report_fd], [], [], timeout_s)[0]:
             chunk = os.read(self.report_fd, 65536)
             if not chunk:
@@ -266,19 +299,146 @@ class _Terminal:
             self.report += chunk.decode()
             timeout_s = 0.0
 
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def terminate(self) -> None:
+        self.process.terminate()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+
     def close(self, wait_for_orphans: bool) -> None:
         """Stop the reaper, once the orphans it adopted (killed survivors, tmux servers) are gone."""
         if wait_for_orphans:
             deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline and _live_children(self.reaper.pid):
+            while time.monotonic() < deadline and _live_children(self.process.pid):
                 time.sleep(0.05)
-        self.reaper.terminate()
-        try:
-            self.reaper.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.reaper.kill()
-            self.reaper.wait()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         os.close(self.report_fd)
+
+
+class _LocalTerminal(_Terminal):
+    """The shell's parent is a reaper (as sshd is a login shell's), which reports how orphans ended."""
+
+    def __init__(self, bash: str, cwd: Path) -> None:
+        self.master, slave = os.openpty()
+        self.output = ""
+        self.reaper = _Reaper([bash, "--noprofile", "--norc", "-l", "-i"], terminal=slave, cwd=cwd,
+                              env=_shell_environment())
+        os.close(slave)
+
+    def alive(self) -> bool:
+        return self.reaper.poll() is None
+
+    def shell_pid(self) -> int:
+        """The login shell's pid."""
+        return self.reaper.child_pid()
+
+    def wait_for_shell_exit(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        shell = self.shell_pid()
+        while not self.reaper.has_reaped(shell):
+            if time.monotonic() > deadline:
+                raise LabkitError(f"the shell did not exit after `exit`; it printed: {self.output[-300:]!r}")
+            self.read(0.05)
+            self.reaper.collect(0.05)
+
+    def hang_up(self) -> None:
+        """Close the terminal's master side, as sshd does when the connection drops."""
+        self._close_master()
+
+    def exit_codes(self) -> dict[int, int]:
+        return self.reaper.exit_codes()
+
+    def close(self, wait_for_orphans: bool) -> None:
+        self.reaper.close(wait_for_orphans)
+
+
+_EXPORTED = ("PATH", "SCREENDIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class _SshTerminal(_Terminal):
+    """A real SSH login to a private sshd on 127.0.0.1; the connection is dropped by killing ssh.
+
+    sshd runs under a reaper, so a job that outlives its login shell is adopted and its exit
+    code seen, as with the local terminal.
+    """
+
+    def __init__(self, bash: str, cwd: Path) -> None:
+        from labkit._sshd import LocalSshServer
+
+        self.reapers: list[_Reaper] = []
+
+        def launch(command: list[str]) -> _Reaper:  # sshd under a reaper: logins' orphans come to it
+            self.reapers.append(_Reaper(command))
+            return self.reapers[-1]
+
+        self.server = LocalSshServer.start(launch=launch)
+        self.master, slave = os.openpty()
+        self.output = ""
+        self._shell_pid: int | None = None
+        try:
+            self.client = subprocess.Popen(
+                self.server.client_argv(f"exec {shlex.quote(bash)} --noprofile --norc -l -i"),
+                stdin=slave, stdout=slave, stderr=slave, start_new_session=True, env=_shell_environment())
+        except OSError:
+            self.server.stop()
+            raise
+        os.close(slave)
+        # sshd gives the login a clean environment; bring over what labkit and the jobs need
+        env = _shell_environment()
+        wanted = {k: v for k, v in env.items() if k in _EXPORTED or k.startswith("LABKIT_")}
+        exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in sorted(wanted.items()))
+        self.type(f"export PS1='$ ' HISTFILE=/dev/null {exports}; cd {shlex.quote(str(cwd))}")
+
+    def alive(self) -> bool:
+        return self.client.poll() is None
+
+    def shell_pid(self) -> int:
+        """The remote login shell's pid, asked from the shell itself."""
+        if self._shell_pid is None:
+            self.type('echo "SHELL-PID $$"')
+            deadline = time.monotonic() + 10.0
+            while (match := re.search(r"SHELL-PID (\d+)", self.output)) is None:
+                if not self.read(deadline - time.monotonic()):
+                    raise LabkitError(f"the remote shell did not say its pid: {self.output[-300:]!r}")
+            self._shell_pid = int(match.group(1))
+        return self._shell_pid
+
+    def wait_for_shell_exit(self, timeout_s: float) -> None:
+        try:
+            self.client.wait(timeout=timeout_s)  # ssh ends when the remote shell has exited
+        except subprocess.TimeoutExpired:
+            raise LabkitError(f"the shell did not exit after `exit`; it printed: {self.output[-300:]!r}") from None
+
+    def hang_up(self) -> None:
+        """Drop the connection: ssh dies without a word, sshd closes the remote terminal."""
+        if self.client.poll() is None:
+            self.client.kill()
+        self.client.wait()
+        self._close_master()
+
+    def exit_codes(self) -> dict[int, int]:
+        return self.reapers[0].exit_codes()
+
+    def close(self, wait_for_orphans: bool) -> None:
+        reaper = self.reapers[0]
+        if wait_for_orphans:  # the orphans are killed survivors, waiters and tmux servers ending now
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline and len(_live_children(reaper.process.pid)) > 1:  # sshd stays
+                time.sleep(0.05)
+        self.server.stop()
+        reaper.close(wait_for_orphans=False)
 
 
 def _default_screen_dir() -> Path:
@@ -315,7 +475,7 @@ def _read_pid_files(folder: Path, names: list[str], terminal: _Terminal, timeout
                 pids[name] = int(text)
         if len(pids) == len(names):
             break
-        if time.monotonic() > deadline or terminal.reaper.poll() is not None:
+        if time.monotonic() > deadline or not terminal.alive():
             missing = sorted(set(names) - set(pids))
             raise LabkitError(f"no pid file for {missing} in {folder} within {timeout_s:g} s; "
                               f"the shell printed: {terminal.output[-400:]!r}")

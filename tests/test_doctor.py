@@ -17,7 +17,7 @@ from labkit import doctor
 
 EXPECTED_NAMES = [
     "tmux", "screen", "strace", "lsof", "gdb", "py-spy", "cpulimit", "prlimit", "taskset", "stress-ng",
-    "systemd-analyze", "nohup", "setsid", "systemctl-user", "systemd-pid1", "cgroup", "cgroup-memory",
+    "systemd-analyze", "nohup", "setsid", "sshd", "systemctl-user", "systemd-pid1", "cgroup", "cgroup-memory",
     "cgroup-cpu", "ptrace", "gpu",
 ]
 PLATFORM_KEYS = {"python", "os", "kernel_release", "machine", "user", "euid", "is_root", "in_container",

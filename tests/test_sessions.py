@@ -10,8 +10,8 @@ import sys
 import psutil
 import pytest
 
-from labkit import jobs, sessions
-from labkit.errors import BadArgument, LabkitError
+from labkit import _sshd, jobs, sessions
+from labkit.errors import BadArgument, LabkitError, ToolMissing
 
 
 def assert_all_gone(report):
@@ -99,3 +99,26 @@ def test_methods_lines_and_report_formatting():
     table = sessions.format_report({"plain": sessions.JobFate("plain", 1, False, "gone", 129),
                                     "nohup": sessions.JobFate("nohup", 2, True, "sleeping")})
     assert table.splitlines() == ["plain  died      killed by SIGHUP (exit 129)", "nohup  survived  sleeping"]
+
+
+NO_SSH = _sshd.why_unavailable()
+
+
+@pytest.mark.skipif(NO_SSH is not None, reason=f"no real SSH connection here: {NO_SSH}")
+def test_a_real_ssh_connection_drop_kills_the_plain_job_and_spares_the_others(home):
+    methods = ["plain", "nohup", "setsid", "disown", "labkit-setsid"] + (["tmux"] if shutil.which("tmux") else [])
+    shells = []
+    report = sessions.simulate_disconnect(methods, via="ssh", before_hangup=lambda pids, shell: shells.append(shell))
+    assert psutil.pid_exists(shells[0]) is False or psutil.Process(shells[0]).status() == psutil.STATUS_ZOMBIE
+    plain = report.pop("plain")
+    assert not plain.survived and plain.exit_code in (129, None), plain
+    assert all(fate.survived for fate in report.values()), sessions.format_report(report)
+    assert_all_gone(report)
+
+
+def test_asking_for_ssh_without_sshd_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(_sshd, "_sshd_path", lambda: None)
+    with pytest.raises(ToolMissing, match="apt install openssh-server"):
+        sessions.simulate_disconnect(["plain"], via="ssh")
+    with pytest.raises(BadArgument, match="via must be"):
+        sessions.simulate_disconnect(["plain"], via="carrier-pigeon")
