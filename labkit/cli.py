@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_grade_arguments(sub.add_parser("grade", help="grade exercise notebooks: gradebook.csv and feedback pages"))
 
+    unit = sub.add_parser("unit", help="lint and run systemd unit files (systemd's semantics, no systemd needed)")
+    from labkit.systemd.commands import add_arguments as add_unit_arguments
+
+    add_unit_arguments(unit)
+
     monitor = sub.add_parser("monitor", help="sample a process tree's CPU, memory, threads and I/O")
     from labkit.monitor import add_arguments as add_monitor_arguments
 
@@ -164,6 +169,10 @@ def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
         from labkit.course.grade import main as grade_main
 
         return grade_main(args)
+    if args.command == "unit":
+        from labkit.systemd.commands import main as unit_main
+
+        return unit_main(args)
     if args.command == "monitor":
         from labkit.monitor import main as monitor_main
 

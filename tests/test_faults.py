@@ -122,3 +122,13 @@ def test_sigusr1_dumps_stacks_even_when_the_trainer_is_stuck(tmp_path, spawn, fa
     proc.send_signal(signal.SIGUSR1)
     wait_for(lambda: "most recent call first" in log_text(tmp_path), 5, "a stack dump")
     assert "faults.py" in log_text(tmp_path)
+
+
+def test_shutdown_seconds_sets_how_long_slow_shutdown_takes_before_it_saves(tmp_path, spawn):
+    proc = spawn.trainer(tmp_path, *RUN, "--fault", "slow-shutdown", "--shutdown-seconds", "0.8")
+    wait_for_step(tmp_path, 2)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert 0.7 <= time.monotonic() - started < 5
+    assert "flushing for 0.8 s before saving" in log_text(tmp_path)

@@ -38,6 +38,7 @@ class TrainConfig:
     resume: bool = False
     fault: str | None = None
     fault_step: int = 10
+    shutdown_seconds: float = 30.0
     micro_batches: int = 4
     batch_size: int = 16
     hidden: int = 64
@@ -84,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--resume", action="store_true", help="continue from the newest valid checkpoint")
     add("--fault", choices=FAULTS, default=None, help="misbehave on purpose (for the lessons)")
     add("--fault-step", type=_at_least(1), default=10, help="global step at which the fault starts")
+    add("--shutdown-seconds", type=_at_least(0.0, float), default=30.0,
+        help="seconds the slow-shutdown fault spends before saving (default 30)")
     add("--micro-batches", type=_at_least(1), default=4,
         help="micro-batches per step (gradient accumulation); stop requests are checked between them")
     add("--batch-size", type=_at_least(1), default=16, help="samples per micro-batch")

@@ -24,9 +24,11 @@ ORPHAN_LIFETIME_S = 600  # safety net on a student's laptop; a real orphan would
 class Faults:
     """Inject the fault named by ``--fault`` at ``--fault-step``."""
 
-    def __init__(self, kind: str | None, fault_step: int, log: Callable[[str], None]) -> None:
+    def __init__(self, kind: str | None, fault_step: int, log: Callable[[str], None],
+                 shutdown_seconds: float = 30.0) -> None:
         self.kind = kind
         self.fault_step = fault_step
+        self.shutdown_seconds = shutdown_seconds
         self._log = log
         self._leaked: list[np.ndarray] = []
         self._leak_cap_bytes = _leak_cap_bytes()
@@ -40,7 +42,7 @@ class Faults:
     @property
     def slow_shutdown_s(self) -> float:
         """Extra seconds the shutdown takes (``slow-shutdown``)."""
-        return 30.0 if self.kind == "slow-shutdown" else 0.0
+        return self.shutdown_seconds if self.kind == "slow-shutdown" else 0.0
 
     def after_step(self, global_step: int) -> None:
         """Run the fault's effect after ``global_step`` completed."""

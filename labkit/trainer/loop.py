@@ -85,7 +85,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.files = RunFiles(config.run_dir)
-        self.faults = Faults(config.fault, config.fault_step, self.files.log)
+        self.faults = Faults(config.fault, config.fault_step, self.files.log, config.shutdown_seconds)
         ignore = (signal.SIGTERM,) if self.faults.ignores_sigterm else ()
         self.flags = SignalFlags(ignore=ignore, stack_file=self.files.log_file)
         self.state: TrainState | None = None
@@ -240,7 +240,7 @@ class Trainer:
     def _slow_shutdown(self) -> None:
         seconds = self.faults.slow_shutdown_s
         if seconds:
-            self.files.log(f"fault slow-shutdown: flushing for {seconds:.0f} s before saving")
+            self.files.log(f"fault slow-shutdown: flushing for {seconds:g} s before saving")
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 time.sleep(0.1)

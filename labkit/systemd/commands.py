@@ -1,0 +1,95 @@
+"""``labkit unit lint|run|logs|timer``: the command-line side of :mod:`labkit.systemd`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+
+from labkit.errors import BadArgument
+
+
+def add_arguments(sub) -> None:
+    """Add the ``unit`` actions to a sub-parser."""
+    actions = sub.add_subparsers(dest="unit_command", metavar="ACTION", parser_class=type(sub))
+    actions.required = True
+    lint = actions.add_parser("lint", help="find mistakes in unit files (exit 1 on errors)")
+    lint.add_argument("files", nargs="+", metavar="FILE")
+    lint.add_argument("--json", action="store_true", help="one JSON list of findings")
+    lint.add_argument("--no-systemd-analyze", action="store_true", help="labkit's rules only")
+    run = actions.add_parser("run", help="run a .service with systemd's semantics (Ctrl-C stops it)")
+    run.add_argument("file", metavar="FILE")
+    run.add_argument("--json", action="store_true", help="events as JSON lines")
+    run.add_argument("--for", dest="run_for", type=float, default=None, metavar="SEC",
+                     help="stop the unit after SEC seconds if it still runs")
+    run.add_argument("--stop-after", type=float, default=None, metavar="SEC",
+                     help="`systemctl stop` the unit after SEC seconds")
+    logs = actions.add_parser("logs", help="the journal of a unit run by labkit (like journalctl -u)")
+    logs.add_argument("name", help="the unit's file name, e.g. train.service")
+    logs.add_argument("--lines", "-n", type=int, default=None)
+    timer = actions.add_parser("timer", help="when a .timer (or an OnCalendar= expression) elapses next")
+    timer.add_argument("what", metavar="FILE.timer|EXPRESSION")
+    timer.add_argument("--iterations", type=int, default=5)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run one ``labkit unit`` action."""
+    return {"lint": _lint, "run": _run, "logs": _logs, "timer": _timer}[args.unit_command](args)
+
+
+def _lint(args: argparse.Namespace) -> int:
+    from labkit.systemd.lint import has_errors, lint_file
+
+    findings = []
+    for path in args.files:
+        findings += lint_file(path, use_systemd_analyze=not args.no_systemd_analyze)
+    if args.json:
+        print(json.dumps([f.as_dict() for f in findings], indent=1))
+    else:
+        for finding in findings:
+            print(finding)
+        errors = sum(f.severity == "error" for f in findings)
+        print(f"{len(args.files)} file(s): {errors} error(s), {len(findings) - errors} other finding(s)",
+              file=sys.stderr)
+    return 1 if has_errors(findings) else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from labkit.systemd.journal import Journal, describe
+    from labkit.systemd.runner import check_options, supervise
+    from labkit.systemd.service import ServiceSpec
+    from labkit.systemd.unitfile import load
+
+    check_options(args.stop_after, args.run_for)
+    unit = load(args.file)
+    if unit.type != ".service":
+        raise BadArgument(f"{unit.name}: `labkit unit run` runs .service units; for a timer use `labkit unit timer`")
+    spec = ServiceSpec.from_unit(unit)
+    journal = Journal(unit.name)
+
+    def emit(record: dict) -> None:
+        line = json.dumps(record) if args.json else f"{record['t']:8.3f}  {describe(record)}"
+        print(line, flush=True)
+
+    state = supervise(spec, journal, emit, stop_after=args.stop_after, run_for=args.run_for)
+    if not args.json:
+        print(f"{unit.name}: {state}; journal: labkit unit logs {unit.name}", file=sys.stderr)
+    return 0 if state == "inactive" else 1
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from labkit.systemd.journal import read
+
+    print(read(args.name, args.lines), end="")
+    return 0
+
+
+def _timer(args: argparse.Namespace) -> int:
+    from labkit.systemd.timers import describe_timer
+
+    if args.iterations < 1:
+        raise BadArgument("--iterations must be at least 1")
+    for line in describe_timer(args.what, args.iterations, datetime.now().astimezone()):
+        print(line)
+    return 0
