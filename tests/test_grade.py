@@ -531,3 +531,10 @@ def test_lesson_02_solution_gets_full_marks_through_a_real_hangup_in_the_sandbox
     results = grade([solution, exercise_], tmp_path / "graded", students={solution: "instructor", exercise_: "untouched"})
     assert [(r.student, r.score, r.max_score) for r in results] == [("instructor", 10, 10), ("untouched", 0, 10)]
     assert not grader_processes()
+
+
+def test_lesson_03_solution_gets_full_marks_running_units_in_the_sandbox(tmp_path):
+    solution, exercise_ = ROOT / "solutions" / "03_systemd.ipynb", ROOT / "exercises" / "03_systemd.ipynb"
+    results = grade([solution, exercise_], tmp_path / "graded", students={solution: "instructor", exercise_: "untouched"})
+    assert [(r.student, r.score, r.max_score) for r in results] == [("instructor", 10, 10), ("untouched", 0, 10)]
+    assert not grader_processes()

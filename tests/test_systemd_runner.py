@@ -209,3 +209,38 @@ def test_run_prints_journal_lines_and_logs_reads_them(home, tmp_path):
     assert "cli.service[" in logs.stdout and "]: working" in logs.stdout
     events = [json.loads(line) for line in (journal.units_root() / "cli.service" / "events.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "stopped"
+
+
+def test_real_mode_builds_the_systemd_run_command_from_the_unit(tmp_path):
+    from labkit.systemd.real import systemd_run_argv
+    from labkit.systemd.unitfile import parse
+
+    unit = parse("[Unit]\nStartLimitBurst=3\n[Service]\nExecStart=/usr/bin/python3 -m labkit.trainer --run-dir 'a b'\n"
+                 "Restart=on-failure\nKillMode=mixed\nEnvironment=A=1\nEnvironment=B=2\n", "train.service")
+    argv = systemd_run_argv(unit, "labkit-train.service")
+    assert argv[:6] == ["systemd-run", "--user", "--unit", "labkit-train.service", "--collect", "--quiet"]
+    assert ["-p", "Restart=on-failure"] == argv[6:8] and "KillMode=mixed" in argv and "StartLimitBurst=3" in argv
+    assert argv.count("-p") == 5 and argv[argv.index("--") + 1:] == ["/usr/bin/python3", "-m", "labkit.trainer",
+                                                                      "--run-dir", "a b"]
+
+
+NO_USER_MANAGER = __import__("labkit.systemd.real", fromlist=["why_unavailable"]).why_unavailable()
+
+
+@pytest.mark.skipif(NO_USER_MANAGER is not None, reason=f"no real systemd user manager: {NO_USER_MANAGER}")
+def test_real_mode_restarts_under_the_user_manager(home, tmp_path):
+    path = unit(tmp_path, f"ExecStart={SH} -c 'exit 1'\nRestart=on-failure\nRestartSec=100ms\n",
+                "StartLimitIntervalSec=10s\nStartLimitBurst=3\n", name="labkit-real-test.service")
+    done = subprocess.run([sys.executable, "-m", "labkit", "unit", "run", "--real", "--json", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 1 and events[-1]["event"] == "failed", done.stdout + done.stderr
+
+
+def test_real_mode_without_a_user_manager_is_one_line(home, tmp_path, monkeypatch):
+    if NO_USER_MANAGER is None:
+        pytest.skip("a user manager exists here")
+    path = unit(tmp_path, f"ExecStart={SH} -c 'exit 0'\n")
+    done = subprocess.run([sys.executable, "-m", "labkit", "unit", "run", "--real", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1 and "user manager" in done.stderr

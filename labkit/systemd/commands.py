@@ -25,6 +25,8 @@ def add_arguments(sub) -> None:
                      help="stop the unit after SEC seconds if it still runs")
     run.add_argument("--stop-after", type=float, default=None, metavar="SEC",
                      help="`systemctl stop` the unit after SEC seconds")
+    run.add_argument("--real", action="store_true",
+                     help="run it under the real systemd user manager (systemd-run --user), where one exists")
     logs = actions.add_parser("logs", help="the journal of a unit run by labkit (like journalctl -u)")
     logs.add_argument("name", help="the unit's file name, e.g. train.service")
     logs.add_argument("--lines", "-n", type=int, default=None)
@@ -72,10 +74,33 @@ def _run(args: argparse.Namespace) -> int:
         line = json.dumps(record) if args.json else f"{record['t']:8.3f}  {describe(record)}"
         print(line, flush=True)
 
-    state = supervise(spec, journal, emit, stop_after=args.stop_after, run_for=args.run_for)
+    if args.real:
+        state = _run_real(unit, journal, emit, args)
+    else:
+        state = supervise(spec, journal, emit, stop_after=args.stop_after, run_for=args.run_for)
     if not args.json:
         print(f"{unit.name}: {state}; journal: labkit unit logs {unit.name}", file=sys.stderr)
     return 0 if state == "inactive" else 1
+
+
+def _run_real(unit, journal, emit, args: argparse.Namespace) -> str:
+    import signal
+    import time
+
+    from labkit.systemd.real import run_real
+
+    started, asked = time.monotonic(), []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: asked.append(True))
+
+    def report(event: str, **fields) -> None:
+        record = {"event": event, "t": round(time.monotonic() - started, 3), "unit": unit.name, "real": True, **fields}
+        journal.event(record)
+        emit(record)
+
+    limit = min(x for x in (args.stop_after, args.run_for, float("inf")) if x is not None)
+    return run_real(unit, report, stop_after=None if limit == float("inf") else limit,
+                    stop_requested=lambda: bool(asked))
 
 
 def _logs(args: argparse.Namespace) -> int:

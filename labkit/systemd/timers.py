@@ -60,9 +60,9 @@ def describe_timer(what: str | os.PathLike, iterations: int, now: datetime) -> l
             closing = f" {format_timespan(seconds)})" if key == "OnUnitActiveSec" else ""
             lines += ["", f"{key}={value}: {format_timespan(seconds)} {meaning}{closing}",
                       f"    if activated now: {(now + timedelta(seconds=seconds)).strftime('%a %Y-%m-%d %H:%M:%S %Z')}"]
+    if len(lines) == 1:
+        raise BadArgument(f"{unit.name} has no OnCalendar= or On*Sec= trigger: it never elapses")
     for key in ("Persistent", "RandomizedDelaySec", "AccuracySec"):
         if unit.get("Timer", key):
             lines.append(f"{key}={unit.get('Timer', key)}")
-    if len(lines) == 1:
-        raise BadArgument(f"{unit.name} has no OnCalendar= or On*Sec= trigger: it never elapses")
     return lines
