@@ -244,3 +244,11 @@ def test_real_mode_without_a_user_manager_is_one_line(home, tmp_path, monkeypatc
     done = subprocess.run([sys.executable, "-m", "labkit", "unit", "run", "--real", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1 and "user manager" in done.stderr
+
+
+def test_a_missing_working_directory_is_200_chdir_unless_optional(home, tmp_path):
+    state, events = run_unit(unit(tmp_path, f"ExecStart={SH} -c 'pwd'\nWorkingDirectory={tmp_path / 'nope'}\n"))
+    exit_ = named(events, "exit", phase="ExecStart")[0]
+    assert state == "failed" and (exit_["code"], exit_["status"]) == (200, "CHDIR")
+    state, _ = run_unit(unit(tmp_path, f"ExecStart={SH} -c 'pwd'\nWorkingDirectory=-{tmp_path / 'nope'}\n"))
+    assert state == "inactive"

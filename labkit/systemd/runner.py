@@ -50,7 +50,8 @@ _RESTARTS_ON = {
     "timeout": {"always", "on-failure", "on-abnormal"},
     "watchdog": {"always", "on-failure", "on-abnormal", "on-watchdog"},
 }
-_EXEC_FAILURES = {FileNotFoundError: (203, "EXEC"), PermissionError: (203, "EXEC")}
+_EXEC_FAILURES = {FileNotFoundError: (203, "EXEC"), PermissionError: (203, "EXEC"),
+                  NotADirectoryError: (200, "CHDIR")}  # systemd.exec(5), "Process exit codes"
 
 
 @dataclass
@@ -293,14 +294,18 @@ class Supervisor:
     def _spawn(self, phase: str, command: ExecCommand, extra_env: dict | None = None) -> int | None:
         env = {**self.env, **(extra_env or {})}
         argv = _expand(command, env, self.spec.name)
+        cwd = self._cwd()
         try:
+            if cwd is not None and not os.path.isdir(cwd):  # systemd: status 200/CHDIR
+                raise NotADirectoryError(2, "WorkingDirectory= does not exist", cwd)
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, cwd=self._cwd(), preexec_fn=self._preexec)
+                                    stderr=subprocess.STDOUT, cwd=cwd, preexec_fn=self._preexec)
         except OSError as err:
             self._exec_failure = _EXEC_FAILURES.get(type(err), (203, "EXEC"))
+            what = err.filename if isinstance(err, NotADirectoryError) else argv[0]
             self.emit("start", phase=phase, pid=None, command=argv)
             self.emit("exit", phase=phase, pid=None, code=self._exec_failure[0], status=self._exec_failure[1],
-                      message=f"{argv[0]}: {err.strerror}")
+                      message=f"{what}: {err.strerror}")
             return None
         proc.returncode = 0  # we reap it ourselves (waitpid(-1)); Popen must never wait for it
         self.phases[proc.pid] = phase
