@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_grade_arguments(sub.add_parser("grade", help="grade exercise notebooks: gradebook.csv and feedback pages"))
 
+    limit = sub.add_parser("limit", help="run a command (or limit a running pid) under CPU and memory limits")
+    from labkit.limits import add_arguments as add_limit_arguments
+
+    add_limit_arguments(limit)
+
     unit = sub.add_parser("unit", help="lint and run systemd unit files (systemd's semantics, no systemd needed)")
     from labkit.systemd.commands import add_arguments as add_unit_arguments
 
@@ -145,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate ``jobs start NAME ... -- CMD ...`` into labkit's arguments and the command."""
-    if argv[:2] == ["jobs", "start"] and "--" in argv:
+    """Separate ``jobs start NAME ... -- CMD`` and ``limit ... -- CMD`` into labkit's arguments and the command."""
+    if (argv[:2] == ["jobs", "start"] or argv[:1] == ["limit"]) and "--" in argv:
         cut = argv.index("--")
         return argv[:cut], argv[cut + 1:]
     return argv, []
@@ -169,6 +174,10 @@ def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
         from labkit.course.grade import main as grade_main
 
         return grade_main(args)
+    if args.command == "limit":
+        from labkit.limits import main as limit_main
+
+        return limit_main(args, command)
     if args.command == "unit":
         from labkit.systemd.commands import main as unit_main
 

@@ -319,6 +319,10 @@ class TrainerPanel:
                               f"{signals.explain_exit_code(self.exit_code)}")
         return self.proc
 
+    def mark(self, label: str) -> None:
+        """Draw a labelled line at this moment on the live plot (e.g. after applying a limit)."""
+        self._mark(label)
+
     def _mark(self, label: str) -> None:
         with self._lock:
             self.markers.append((time.time(), label))

@@ -442,7 +442,7 @@ def _mid_exec(pid: str) -> bool:
 def _notes(groups: _cgroup.Cgroups, limits: GradeLimits, left: int) -> list[str]:
     notes = []
     if groups.oom_kills():
-        notes.append(f"out of memory (limit {_cgroup._mib(limits.memory_max_bytes or 0)})")
+        notes.append(f"out of memory (limit {_cgroup.mib(limits.memory_max_bytes or 0)})")
     if groups.forks_refused():
         notes.append(f"process limit ({limits.max_processes}) reached")
     if left:

@@ -90,9 +90,9 @@ def _parse_usec(text: str, default: int) -> int | None:
             raise InvalidValue(text, f"unknown time unit at {rest!r} (use us, ms, s, min, h, d, w, M or y)")
         if frac and not frac[1]:
             raise InvalidValue(text, "expected digits after '.'")
-        number = int(whole[1] or 0)
-        usec += number * multiplier + sum(int(d) * (multiplier // 10**i) for i, d in enumerate(frac[1], 1)
-                                          ) if frac else number * multiplier
+        number, decimals = int(whole[1] or 0), frac[1] if frac else ""
+        # each decimal is worth a tenth of the one before, cut to whole µs as systemd's integer maths does
+        usec += number * multiplier + sum(int(d) * (multiplier // 10**i) for i, d in enumerate(decimals, 1))
         if number > 2**63 - 1 or number >= _U64_MAX // multiplier or usec >= _U64_MAX:
             raise InvalidValue(text, "time span too large")
         p = p.lstrip(_WS)
@@ -104,7 +104,8 @@ def parse_timespan(text: str, default_unit: str = "s") -> float:
 
     A number without a unit counts in ``default_unit`` (seconds for nearly every key). As in
     systemd, parts simply add up: ``"1 2"`` is 3 seconds and ``"5min1"`` 301; digits finer than
-    1 µs are dropped. Negative, empty or garbled spans raise :class:`InvalidValue`.
+    1 µs are dropped. Negative, empty or garbled spans raise :class:`InvalidValue`. (A float
+    holds whole microseconds exactly only up to about a century.)
     """
     units = dict(_TIME_UNITS)
     if default_unit not in units:
@@ -146,7 +147,10 @@ def _parse_bytes(text: str) -> int:
         p = p.lstrip(_WS)
         m = re.match(r"[ \t\n\v\f\r]*\+?([0-9]+)(?:\.([0-9]*))?", p)
         if p.startswith("-") or not m:
-            raise InvalidValue(text, "a size cannot be negative" if p.startswith("-") else f"expected a number at {p!r}")
+            raise InvalidValue(text, "a size cannot be negative" if p.startswith("-") else
+                               f"expected a number at {p!r}")
+        if int(m[2] or 0) > _U64_MAX:
+            raise InvalidValue(text, "size too large")
         frac = float(int(m[2] or 0))
         for _ in m[2] or "":  # divided digit by digit, like the C code, to round the same way
             frac /= 10
@@ -156,7 +160,7 @@ def _parse_bytes(text: str) -> int:
             raise InvalidValue(text, f"bad size suffix at {rest!r} (use K, M, G, T, P or E, largest first)")
         number, factor = int(m[1]), _SIZE_SUFFIXES[index][1]
         total += number * factor + int(frac * factor)
-        if number + (frac > 0) > _U64_MAX // factor or int(m[2] or 0) > _U64_MAX or total > _U64_MAX:
+        if number + (frac > 0) > _U64_MAX // factor or total > _U64_MAX:
             raise InvalidValue(text, "size too large")
         p, first = rest[len(_SIZE_SUFFIXES[index][0]):], index + 1
         if not p:
@@ -333,8 +337,9 @@ def _chain(part: str, usec: bool, text: str, field: str) -> _Chain | None:
     for m in items:
         start, stop = _component(m[1], usec, text), _component(m[2], usec, text) if m[2] else -1
         repeat = _component(m[3], usec, text) if m[3] else (_USEC if usec else 1) if m[2] else 0
-        if m[3] and not repeat:
-            raise InvalidValue(text, f"a repetition must be above 0 in {part!r}")
+        if (m[3] and not repeat) or (usec and m[2] and not m[3] and start + repeat > stop):
+            raise InvalidValue(text, f"bad {field} {part!r}: " + ("a repetition must be above 0" if m[3] else
+                                                                  "a range of seconds must span at least 1s"))
         chain.append((start, stop, repeat))
     return tuple(chain)
 
@@ -351,3 +356,253 @@ def _weekdays(part: str, text: str) -> int:
             raise InvalidValue(text, f"weekday range {item!r} must not wrap around the week: write e.g. Sat,Sun,Mon")
         bits |= (2 << high) - (1 << low)
     return bits
+
+
+class CalendarSpec:
+    """A systemd calendar event (OnCalendar=).
+
+    All of systemd.time(7): ``[weekdays] [[Y-]M-D] [h:m[:s]] [zone]`` with ``*``, lists ``a,b``,
+    ranges ``a..b``, repetitions ``a/n`` and ``a..b/n``, fractional seconds, ``~`` (days before
+    the end of the month), the shorthands (``daily``, ``quarterly``, ...), ``@SECONDS``, and a zone:
+    ``UTC``, a tz name (``Europe/Berlin``) or a local abbreviation (``CEST``, which forces DST
+    on or off as systemd does). Cron's ``*/15`` is rejected, as systemd rejects it.
+    """
+
+    def __init__(self) -> None:
+        self.weekdays, self.end_of_month, self.dst = 0, False, -1  # dst: forced by a local zone abbreviation
+        self.year = self.month = self.day = None  # a date left out means every day
+        self.hour, self.minute, self.second = _ZERO, _ZERO, _ZERO  # a time left out means 00:00:00
+        self.zone: tzinfo | None = None  # None is the local zone, as TZ says at the time of asking
+        self.zone_name = ""
+
+    @classmethod
+    def parse(cls, text: str) -> CalendarSpec:
+        """The event in ``text``, e.g. ``Mon..Fri *-*-* 09:00``, ``daily`` or ``*-*-01 00:00 UTC``."""
+        spec = cls()
+        body = _SHORTHANDS.get((stripped := spec._take_zone(text.strip(_WS))).lower(), stripped)
+        parts = [part for part in body.split(" ") if part]  # only spaces separate, and repeats are fine
+        if not parts or body.endswith(" ") and ":" in parts[-1]:  # ... but not after the time
+            raise InvalidValue(text, "empty calendar event" if not parts else "stray space after the time")
+        if re.match(_DAY, parts[0], re.I):
+            spec.weekdays = _weekdays(parts.pop(0), text)
+        if parts and parts[0].startswith("@"):
+            spec._take_timestamp(parts.pop(0), text)
+        else:
+            if parts and ":" not in parts[0]:
+                spec._take_date(parts.pop(0), text)
+            if parts:
+                time_parts = parts.pop(0).split(":")
+                if len(time_parts) not in (2, 3):
+                    raise InvalidValue(text, f"bad time {':'.join(time_parts)!r} (write e.g. 09:00 or *:0/15:30)")
+                spec.hour, spec.minute = (_chain(p, False, text, f) for p, f in zip(time_parts[:2], _FIELDS[3:]))
+                spec.second = _chain(time_parts[2], True, text, "second") if len(time_parts) == 3 else _ZERO
+        if parts:
+            raise InvalidValue(text, f"unexpected {' '.join(parts)!r} at the end")
+        spec._normalize(text)
+        return spec
+
+    def _take_zone(self, body: str) -> str:
+        """Strip and note a trailing "UTC", local zone abbreviation (CEST) or tz name (Europe/Berlin)."""
+        if body.lower().endswith(" utc"):
+            self.zone, self.zone_name = timezone.utc, "UTC"
+            return body[:-4]
+        for dst, name in enumerate(time.tzname):
+            if name and body.lower().endswith(" " + name.lower()):
+                self.dst, self.zone_name = dst, name
+                return body[:-len(name) - 1]
+        head, space, last = body.rpartition(" ")
+        try:
+            self.zone, self.zone_name = (ZoneInfo(last), last) if space else (None, "")
+            return head if space else body
+        except (KeyError, ValueError, OSError):  # not a zone: the parser will judge the word
+            return body
+
+    def _take_timestamp(self, part: str, text: str) -> None:
+        """"@SECONDS" since 1970: one moment, in UTC."""
+        m = re.fullmatch(r"@\+?([0-9]+)", part)
+        if not m or int(m[1]) > 7258118399:  # 2199-12-31 23:59:59 UTC
+            raise InvalidValue(text, "'@' must be followed by seconds since 1970 (up to 2199) and nothing else")
+        moment = _EPOCH + timedelta(seconds=int(m[1]))
+        for field, value in zip(_FIELDS, moment.timetuple()[:6]):
+            setattr(self, field, ((value * (_USEC if field == "second" else 1), -1, 0),))
+        self.zone, self.zone_name = timezone.utc, "UTC"
+
+    def _take_date(self, part: str, text: str) -> None:
+        """"[Y-]M-D", or "[Y-]M~D" counting days back from the end of the month."""
+        pieces = re.split(r"([-~])", part)
+        chains, separators = pieces[::2], pieces[1::2]
+        if len(chains) not in (2, 3) or "~" in separators[:-1]:
+            raise InvalidValue(text, f"bad date {part!r} (write e.g. 2024-01-31, *-*-01 or *-02~03)")
+        self.end_of_month = separators[-1] == "~"
+        for field, chain in zip(_FIELDS[3 - len(chains):3], chains):
+            setattr(self, field, _chain(chain, False, text, field))
+
+    def _normalize(self, text: str) -> None:
+        """As calendar_spec_normalize() and _valid(): 2-digit years, sorted lists, whole range steps."""
+        self.weekdays = -1 if self.weekdays in (0, 127) else self.weekdays
+        self.end_of_month = self.end_of_month and self.day is not None
+        for field, (low, high) in zip(_FIELDS, _LIMITS):
+            if (chain := getattr(self, field)) is None:
+                continue
+            if field == "year":  # 24 -> 2024, 89 -> 1989
+                chain = [tuple(v + (2000 if 0 <= v < 70 else 1900 if 70 <= v < 100 else 0) for v in item[:2])
+                         + item[2:] for item in chain]
+            chain = [(a, b - (b - a) % r if b > a and r else b, r) for a, b, r in chain]
+            chain = tuple(sorted({(a, -1, 0) if a == b else (a, b, r) for a, b, r in chain}))
+            eom = field == "day" and self.end_of_month
+            for start, stop, repeat in chain:
+                high -= 3 if eom else 0  # "~" reaches back 28 days; systemd cuts 3 more per list item
+                fits = (start + repeat <= stop <= high) if stop >= 0 else (
+                    start - repeat >= low if eom else start + repeat <= high)
+                if not (low <= start <= high and repeat <= high - low and fits):
+                    usec = field == "second"
+                    shown = _format_chain(((start, stop, repeat),), 1, usec)
+                    raise InvalidValue(text, f"{field} {shown} does not fit in {low}..{59 if usec else high}")
+            setattr(self, field, chain)
+
+    def normalized(self) -> str:
+        """The event as ``systemd-analyze calendar`` prints it after "Normalized form:"."""
+        text = (f"{_format_weekdays(self.weekdays)} " if self.weekdays > 0 else "") + (
+            f"{_format_chain(self.year, 4)}-{_format_chain(self.month, 2)}{'~' if self.end_of_month else '-'}"
+            f"{_format_chain(self.day, 2)} {_format_chain(self.hour, 2)}:{_format_chain(self.minute, 2)}:"
+            f"{_format_chain(self.second, 2, usec=True)}")
+        return f"{text} {self.zone_name}" if self.zone_name else text
+
+    def __repr__(self) -> str:
+        return f"CalendarSpec.parse({self.normalized()!r})"
+
+    def next_elapse(self, after: datetime) -> datetime | None:
+        """The first matching time strictly after ``after``, or None if none comes (before 2200).
+
+        A naive ``after`` is read in the event's zone. The result is aware: in UTC or the named
+        zone if the event has one, else in the local zone (with that moment's UTC offset).
+        """
+        if after.tzinfo is None:
+            after = after.astimezone() if self.zone is None else after.replace(tzinfo=self.zone)
+        usec = (after - _EPOCH) // timedelta(microseconds=1)
+        found = self._next_usec(usec)
+        if found is None or found <= usec:  # only a forced DST abbreviation can get here
+            return None
+        moment = _EPOCH + timedelta(microseconds=found)
+        return moment.astimezone(self.zone) if self.zone is not None else moment.astimezone()
+
+    def elapses(self, after: datetime, count: int) -> list[datetime]:
+        """The next ``count`` elapses after ``after``, fewer if the event stops elapsing."""
+        found: list[datetime] = []
+        while len(found) < count and (after := self.next_elapse(after)) is not None:
+            found.append(after)
+        return found
+
+    def _next_usec(self, usec: int) -> int | None:
+        """As find_next(): fit each field, largest first; one that cannot fit bumps the one above."""
+        clock = _Clock(self.zone)
+        t, us = divmod(usec + 1, _USEC)
+        c = clock.split(t)
+        for _ in range(1000):  # systemd's own safety valve
+            c = clock.split(clock.join(c))
+            c[6] = self.dst
+            found, c[0] = _match(self.year, c[0])
+            if found > 0:
+                c[1:6], us = _FIRST[1:6], 0
+            if found < 0 or clock.settle(c) <= 0:
+                return None
+            for i, chain in enumerate((self.month, self.day, self.hour, self.minute, self.second), 1):
+                value = c[i] * _USEC + us if i == 5 else c[i]
+                found, value = _match(chain, value, _month_end(c) if i == 2 and self.end_of_month else None)
+                c[i], us = divmod(value, _USEC) if i == 5 else (value, us)
+                if found > 0 and i < 5:
+                    c[i + 1:6], us = _FIRST[i + 1:6], 0
+                settled = clock.settle(c) if found >= 0 else -1
+                if settled < 0:
+                    c[i - 1], c[i:6], us = c[i - 1] + 1, _FIRST[i:6], 0
+                if settled <= 0:
+                    break
+                if i == 2 and self.weekdays > 0 and not self.weekdays >> date(*c[:3]).weekday() & 1:
+                    c[2], c[3:6], us = c[2] + 1, _FIRST[3:6], 0
+                    break
+            else:
+                return clock.join(c) * _USEC + us
+        return None
+
+
+class _Clock:
+    """Epoch seconds to and from [Y, M, D, h, m, s, isdst] in one zone, as localtime() and mktime()."""
+
+    def __init__(self, zone: tzinfo | None) -> None:
+        self.zone, self.offset = zone, None  # offset: the one mktime() used last
+
+    def split(self, t: int) -> list[int]:
+        if self.zone is None:
+            tm = time.localtime(t)
+            return [*tm[:6], tm.tm_isdst]
+        moment = datetime.fromtimestamp(t, self.zone)
+        self.offset = moment.utcoffset() if self.offset is None else self.offset
+        return [*moment.timetuple()[:6], -1]
+
+    def join(self, c: list[int]) -> int:
+        if self.zone is None:  # the C library's own mktime(), as systemd uses it
+            return int(time.mktime((*c[:6], 0, 0, c[6])))
+        wall = datetime(c[0] + (c[1] - 1) // 12, (c[1] - 1) % 12 + 1, 1) + timedelta(
+            days=c[2] - 1, hours=c[3], minutes=c[4], seconds=c[5])  # out-of-range fields carry over
+        # like mktime(), resolve a wall time that occurs twice (or never) with the last offset used
+        first, second = wall.replace(tzinfo=self.zone), wall.replace(tzinfo=self.zone, fold=1)
+        moment = second if second.utcoffset() == self.offset != first.utcoffset() else first
+        self.offset = moment.utcoffset()
+        return int(moment.timestamp())
+
+    def settle(self, c: list[int]) -> int:
+        """As tm_within_bounds(): 1 if c exists; 0 after moving c forward to where it overflows to
+        (restarting the unit below the first that changed); -1 past 2199 or if that goes backward."""
+        if c[0] > _LIMITS[0][1]:
+            return -1
+        real = self.split(self.join(c))
+        changed = next((i for i in range(6) if real[i] != c[i]), None)
+        if changed is None or real[changed] < c[changed]:
+            return 1 if changed is None else -1
+        if changed < 5:
+            real[changed + 1] = _FIRST[changed + 1]
+        c[:] = real
+        return 0
+
+
+def _month_end(c: list[int]) -> Callable[[int], int]:
+    """Maps "~d" to the day of c's month it means (d-th last), or -1, as find_end_of_month()."""
+    last = calendar.monthrange(c[0], c[1])[1]
+    return lambda day: last - day + 1 if 1 <= day <= last else -1
+
+
+def _match(chain: _Chain | None, value: int, month_end: Callable[[int], int] | None = None) -> tuple[int, int]:
+    """(0, value) if value matches, (1, the next match above it), or (-1, value) if none is above."""
+    if chain is None:
+        return 0, value
+    best = None
+    for start, stop, repeat in chain:
+        if month_end:
+            start, stop = month_end(start), month_end(stop)
+            start, stop = (stop, start) if stop > 0 else (start, stop)
+        if start < value and repeat > 0:
+            start += repeat * -((start - value) // repeat)  # the first repetition at or after value
+        if start >= value and (stop < 0 or start <= stop) and (best is None or start < best):
+            best = start
+    return (-1, value) if best is None else (int(best != value), best)
+
+
+def _format_weekdays(bits: int) -> str:
+    """"Mon..Wed,Fri,Sat": runs of three or more days become ranges."""
+    runs = re.finditer("1+", "".join("01"[bits >> day & 1] for day in range(7)))
+    return ",".join(_DAYS[run.start()] + ("" if len(run[0]) == 1 else ("," if len(run[0]) == 2 else "..")
+                                          + _DAYS[run.end() - 1]) for run in runs)
+
+
+def _format_chain(chain: _Chain | None, width: int, usec: bool = False) -> str:
+    """A component as format_chain() writes it: zero-padded; seconds get 6 decimals when fractional."""
+    unit = _USEC if usec else 1
+    if chain is None or (usec and chain == ((0, -1, _USEC),)):
+        return "*"
+
+    def number(v: int, pad: int) -> str:
+        return f"{v // unit:0{pad}d}" + (f".{v % unit:06d}" if v % unit else "")
+
+    return ",".join(number(start, width) + (f"..{number(stop, width)}" if stop > 0 else "")
+                    + (f"/{number(repeat, 1)}" if repeat > 0 and not (stop > 0 and repeat == unit) else "")
+                    for start, stop, repeat in chain)

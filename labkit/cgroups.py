@@ -1,0 +1,183 @@
+"""cgroups found, created and emptied without assuming a layout (v1, v2, hybrid, none writable).
+
+A workload's cgroups are created under this process's *own* cgroup in every hierarchy where
+that is writable. What each controller gives:
+
+    v1 memory   memory.limit_in_bytes (and memsw); OOM kills counted in memory.oom_control
+    v1 cpu      cpu.cfs_quota_us / cpu.cfs_period_us: a CPU quota for the whole group
+    v1 pids     pids.max: a fork bomb fails with EAGAIN, even as root; refused forks counted
+    v1 freezer  freeze, kill, thaw: nothing can fork while it is being killed
+    v2          memory.max, memory.high, cpu.max, pids.max, memory.events, cgroup.freeze when
+                the controllers are enabled for the child, and cgroup.kill (Linux 5.14) always
+
+Even without any controller a cgroup lists its members: a process that escaped the process
+tree is still found through ``cgroup.procs``. Membership is inherited by every child process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class CgroupSet:
+    """Cgroups holding one workload, one folder per hierarchy (``"v2"`` for the unified one)."""
+
+    folders: dict[str, Path] = field(default_factory=dict)
+    limits: list[str] = field(default_factory=list)  #: limits in force, in words
+
+    def procs(self) -> set[int]:
+        """Pids of every process in any of the folders."""
+        found: set[int] = set()
+        for folder in self.folders.values():
+            try:
+                found.update(int(line) for line in (folder / "cgroup.procs").read_text().split())
+            except (OSError, ValueError):
+                continue
+        return found
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel's OOM killer ended inside the memory limit."""
+        total = 0
+        for name, stat in (("memory", "memory.oom_control"), ("v2", "memory.events")):
+            total += counter(self.folders.get(name), stat, "oom_kill")
+        return total
+
+    def forks_refused(self) -> int:
+        """How many forks ``pids.max`` refused."""
+        return counter(self.folders.get("pids"), "pids.events", "max") + \
+            counter(self.folders.get("v2"), "pids.events", "max")
+
+    def kill(self, timeout_s: float = 5.0) -> int:
+        """SIGKILL every member until none is left; return how many survived ``timeout_s``."""
+        deadline, pause = time.monotonic() + timeout_s, 0.001
+        while True:
+            members = self.procs()
+            if not members or time.monotonic() > deadline:
+                return len(members)
+            v2 = self.folders.get("v2")
+            if v2 is not None and (v2 / "cgroup.kill").exists():
+                write(v2 / "cgroup.kill", "1")
+            freezer = self.folders.get("freezer")
+            frozen = freezer is not None and write(freezer / "freezer.state", "FROZEN")
+            for pid in members:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            if frozen:
+                write(freezer / "freezer.state", "THAWED")  # type: ignore[operator]  # a frozen task dies once thawed
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def remove(self, timeout_s: float = 2.0) -> None:
+        """Remove the folders (empty once their last member has exited)."""
+        deadline = time.monotonic() + timeout_s
+        for folder in self.folders.values():
+            while True:
+                try:
+                    folder.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break  # a process stuck in state D; the folder is removed with the next run
+                    time.sleep(0.01)
+
+
+    def add(self, pid: int) -> list[str]:
+        """Move process ``pid`` (all its threads) into every folder; return the problems, in words."""
+        problems = []
+        for hierarchy, folder in self.folders.items():
+            try:
+                with open(folder / "cgroup.procs", "w") as handle:
+                    handle.write(str(pid))
+            except OSError as err:
+                problems.append(f"cannot move pid {pid} into {hierarchy} cgroup {folder}: {err.strerror}")
+        return problems
+
+
+def own_folders(wanted: tuple[str, ...]) -> dict[str, Path]:
+    """Where this process's own cgroup is, in each writable hierarchy of ``wanted`` (v1 names) and v2."""
+    try:
+        own = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return {}
+    paths = {}
+    for number, controllers, path in own:
+        if number == "0" and not controllers:
+            paths["v2"] = path
+        for controller in controllers.split(","):
+            if controller in wanted:
+                paths[controller] = path
+    found = {}
+    for line in mounts:
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
+            continue
+        root, mount_point = fields[3], fields[4]
+        names = ["v2"] if tail[0] == "cgroup2" else [o for o in tail[2].split(",") if o in wanted]
+        for hierarchy in names:
+            path = paths.get(hierarchy)
+            if path is None or not (path + "/").startswith(root.rstrip("/") + "/"):
+                continue  # our cgroup is not visible under this mount
+            folder = Path(mount_point) / path[len(root.rstrip("/")):].lstrip("/")
+            if os.access(folder, os.W_OK):
+                found[hierarchy] = folder
+    return found
+
+
+def remove_stale(folder: Path, prefix: str) -> None:
+    """Remove empty cgroups named PREFIX<pid>-... whose owner (that pid) is gone."""
+    try:
+        entries = [entry for entry in os.scandir(folder) if entry.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        owner = entry.name[len(prefix):].split("-", 1)[0]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            discard(Path(entry.path))
+
+
+def discard(folder: Path) -> None:
+    """Remove an (empty) cgroup folder if possible."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def write(path: Path, text: str) -> bool:
+    """Write a cgroup file; False if the kernel refused."""
+    try:
+        with open(path, "w") as handle:
+            handle.write(text)
+        return True
+    except OSError:
+        return False
+
+
+def counter(folder: Path | None, name: str, key: str) -> int:
+    """The value of ``key`` in a flat-keyed cgroup file (memory.events, ...); 0 if absent."""
+    if folder is None:
+        return 0
+    try:
+        for line in (folder / name).read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == key:
+                return int(parts[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def mib(size: int) -> str:
+    """A byte count in MiB, for messages."""
+    return f"{size / 2**20:g} MiB"

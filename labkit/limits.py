@@ -1,0 +1,542 @@
+"""Limit a training process's CPU and memory, and say which kernel mechanism enforces each limit.
+
+Mechanisms, strongest first (``auto`` picks the strongest the machine allows, per limit):
+
+=============  ===========================================================================
+cgroup         a cgroup of our own under this process's cgroup: v2 ``cpu.max``/``memory.max``
+               /``memory.high``, or v1 ``cpu.cfs_quota_us``/``memory.limit_in_bytes``. Holds a
+               whole process tree; a memory limit ends in the kernel's OOM killer (SIGKILL, 137).
+scope          ``systemd-run --user --scope``: systemd makes the cgroup (needs a user manager).
+rlimit         ``RLIMIT_AS`` (prlimit/ulimit -v): per process; allocations beyond it *fail*,
+               so Python raises MemoryError instead of being killed. No CPU share limit exists.
+throttle       SIGSTOP/SIGCONT duty cycling of the tree (:mod:`labkit._throttle`), what
+               ``cpulimit`` does; ``cpulimit`` itself when asked for (``--mechanism cpulimit``).
+=============  ===========================================================================
+
+``nice``, CPU affinity and other rlimits need no choice: setpriority(2),
+sched_setaffinity(2) and setrlimit(2)/prlimit(2) on every thread of the process.
+
+>>> run = run_limited(["python3", "train.py"], LimitSpec(cpu_quota=30, memory_max=2**30))  # doctest: +SKIP
+>>> [str(a) for a in run.applied]                                                           # doctest: +SKIP
+['cpu quota 30%: cgroup v1 (cpu.cfs_quota_us=30000 per 100000 us)', ...]
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labkit import cgroups
+from labkit.errors import BadArgument, LabkitError, PermissionDenied
+
+MECHANISMS = ("auto", "cgroup", "rlimit", "throttle", "cpulimit")
+RLIMITS = {"nofile": resource.RLIMIT_NOFILE, "as": resource.RLIMIT_AS, "nproc": resource.RLIMIT_NPROC,
+           "fsize": resource.RLIMIT_FSIZE, "core": resource.RLIMIT_CORE, "cpu": resource.RLIMIT_CPU}
+PREFIX = "labkit-limit-"
+_PERIOD_US = 100_000
+
+
+@dataclass
+class LimitSpec:
+    """The limits to apply; None means "leave as it is"."""
+
+    cpu_quota: float | None = None      # percent of one CPU (150 = one and a half)
+    memory_max: int | None = None       # bytes: the hard limit
+    memory_high: int | None = None      # bytes: throttle-and-reclaim point (cgroup v2 only)
+    nice: int | None = None
+    cpus: list[int] | None = None
+    rlimits: dict[str, int] = field(default_factory=dict)  # name in RLIMITS -> soft = hard value
+    mechanism: str = "auto"
+
+    def check(self) -> None:
+        """Raise BadArgument for a value no mechanism accepts."""
+        if self.mechanism not in MECHANISMS:
+            raise BadArgument(f"unknown mechanism {self.mechanism!r}; choose one of {', '.join(MECHANISMS)}")
+        if self.cpu_quota is not None and not 0 < self.cpu_quota <= 100 * (os.cpu_count() or 1):
+            raise BadArgument(f"--cpu-quota must be above 0 and at most {100 * (os.cpu_count() or 1)} "
+                              f"(100 = one CPU), got {self.cpu_quota:g}")
+        for name, value in (("--memory-max", self.memory_max), ("--memory-high", self.memory_high)):
+            if value is not None and value < 1 << 20:
+                raise BadArgument(f"{name} must be at least 1M, got {value} bytes")
+        if self.nice is not None and not -20 <= self.nice <= 19:
+            raise BadArgument(f"--nice must be from -20 to 19, got {self.nice}")
+        if self.cpus is not None:
+            allowed = os.sched_getaffinity(0)
+            if not self.cpus or not set(self.cpus) <= allowed:
+                raise BadArgument(f"--cpus {self.cpus} is not a subset of the CPUs this process may use "
+                                  f"({sorted(allowed)})")
+        for name in self.rlimits:
+            if name not in RLIMITS:
+                raise BadArgument(f"unknown rlimit {name!r}; choose from {', '.join(RLIMITS)}")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One limit in force, and the mechanism that enforces it."""
+
+    limit: str
+    value: str
+    mechanism: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.limit} {self.value}: {self.mechanism}" + (f" ({self.detail})" if self.detail else "")
+
+
+def cgroup_version() -> str:
+    """'v2', 'v1', 'hybrid' (both mounted) or 'none', from /proc/self/mountinfo."""
+    try:
+        kinds = {line.split(" - ", 1)[1].split()[0] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                 if " - cgroup" in line}
+    except (OSError, IndexError):
+        return "none"
+    return {frozenset({"cgroup2"}): "v2", frozenset({"cgroup"}): "v1"}.get(frozenset(kinds),
+                                                                              "hybrid" if kinds else "none")
+
+
+def available() -> dict[str, str | None]:
+    """For each mechanism, None if usable here, else why not (one line)."""
+    folders = cgroups.own_folders(("cpu", "memory"))
+    v2_controllers = _v2_controllers(folders.get("v2"))
+    found: dict[str, str | None] = {}
+    cpu_ok = "cpu" in folders or "cpu" in v2_controllers
+    memory_ok = "memory" in folders or "memory" in v2_controllers
+    found["cgroup-cpu"] = None if cpu_ok else "no writable cgroup with the cpu controller (see `labkit doctor`)"
+    found["cgroup-memory"] = None if memory_ok else "no writable cgroup with the memory controller"
+    found["rlimit"] = None
+    found["throttle"] = None if Path("/proc/self/stat").exists() else "needs /proc (Linux)"
+    found["cpulimit"] = None if shutil.which("cpulimit") else "cpulimit is not installed (apt install cpulimit)"
+    return found
+
+
+class LimitedProcess:
+    """A command started under limits; ``wait()`` cleans up and explains how it ended."""
+
+    def __init__(self, popen: subprocess.Popen, applied: list[Applied], group: cgroups.CgroupSet | None,
+                 helpers: list) -> None:
+        self.popen, self.applied, self._group, self._helpers = popen, applied, group, helpers
+        self.pid = popen.pid
+        self._oom_before = group.oom_kills() if group else 0
+        self.returncode: int | None = None
+        self.oom_killed = False
+
+    def wait(self, timeout_s: float | None = None) -> int:
+        """Wait for the command; return its shell-style exit code (137 for an OOM kill)."""
+        code = self.popen.wait(timeout=timeout_s)
+        self.returncode = 128 - code if code < 0 else code
+        self.oom_killed = bool(self._group) and self._group.oom_kills() > self._oom_before
+        self.close()
+        return self.returncode
+
+    def poll(self) -> int | None:
+        """The exit code if the command has ended, else None."""
+        return None if self.popen.poll() is None else self.wait()
+
+    def how_it_ended(self) -> str:
+        """One sentence: exit code, or the OOM kill and the limit that caused it."""
+        if self.returncode is None:
+            return "still running"
+        if self.oom_killed:
+            limit = next((a.value for a in self.applied if a.limit == "memory max"), "?")
+            return f"killed by the kernel's OOM killer: it used more than the {limit} memory limit (exit 137)"
+        from labkit.signals import explain_exit_code
+
+        return explain_exit_code(self.returncode)
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGTERM the command (SIGKILL after ``timeout_s``), wait, clean up."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                return self.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+        return self.wait()
+
+    def close(self) -> None:
+        """Stop the helpers (throttle, cpulimit) and remove the cgroup once it is empty."""
+        for helper in self._helpers:
+            helper.stop()
+        self._helpers = []
+        if self._group is not None:
+            self._group.kill(timeout_s=2.0)  # what the command left behind goes with it
+            self._group.remove()
+            self._group = None
+
+    def __enter__(self) -> "LimitedProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.popen.poll() is None:
+            self.stop()
+        self.close()
+
+
+def run_limited(command: list[str], spec: LimitSpec, **popen_kwargs) -> LimitedProcess:
+    """Start ``command`` under ``spec``; report each limit's mechanism in ``.applied``.
+
+    Raises:
+        BadArgument: a bad limit, or a mechanism that cannot enforce a limit asked of it.
+        PermissionDenied: the kernel refused a limit (raising a hard rlimit, nice below 0).
+    """
+    spec.check()
+    plan = _plan(spec)
+    group = _make_cgroup(spec, plan) if any(m.startswith("cgroup") for m in plan.values()) else None
+    applied = _describe(spec, plan, group)
+    preexec = _preexec(spec, plan, group)
+    try:
+        popen = subprocess.Popen(command, preexec_fn=preexec, **popen_kwargs)
+    except OSError:
+        if group:
+            group.remove()
+        raise
+    helpers = _start_cpu_helper(popen.pid, spec, plan)
+    return LimitedProcess(popen, applied, group, helpers)
+
+
+def _plan(spec: LimitSpec) -> dict[str, str]:
+    """Which mechanism enforces the CPU quota and the memory limits."""
+    can = available()
+    plan: dict[str, str] = {}
+    wanted = spec.mechanism
+    if spec.cpu_quota is not None:
+        plan["cpu"] = _pick("cpu quota", wanted, can, cgroup="cgroup-cpu", fallback="throttle",
+                            refused={"rlimit": "an rlimit cannot share CPU time (RLIMIT_CPU only kills after N "
+                                               "seconds); use cgroup, throttle or cpulimit"})
+    if spec.memory_max is not None or spec.memory_high is not None:
+        plan["memory"] = _pick("memory limit", wanted, can, cgroup="cgroup-memory", fallback="rlimit",
+                               refused={"throttle": "stopping and continuing a process does not limit its memory",
+                                        "cpulimit": "cpulimit limits CPU only"})
+        if spec.memory_high is not None and plan["memory"] != "cgroup-memory":
+            raise BadArgument("--memory-high needs a cgroup (it throttles and reclaims before the hard limit)")
+    return plan
+
+
+def _pick(what: str, wanted: str, can: dict, cgroup: str, fallback: str, refused: dict[str, str]) -> str:
+    if wanted in refused:
+        raise BadArgument(f"--mechanism {wanted} cannot enforce a {what}: {refused[wanted]}")
+    if wanted == "auto":
+        return cgroup if can[cgroup] is None else fallback
+    name = cgroup if wanted == "cgroup" else wanted
+    if can.get(name) is not None:
+        raise BadArgument(f"--mechanism {wanted} is not available here: {can[name]}")
+    return name
+
+
+def _make_cgroup(spec: LimitSpec, plan: dict[str, str]) -> cgroups.CgroupSet:
+    folders = cgroups.own_folders(("cpu", "memory"))
+    group = cgroups.CgroupSet()
+    name = f"{PREFIX}{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    for hierarchy, parent in folders.items():
+        if hierarchy == "v2" and not (set(_v2_controllers(parent)) & {"cpu", "memory"}):
+            continue
+        if hierarchy in ("cpu", "memory") and not any(m == f"cgroup-{hierarchy}" for m in plan.values()):
+            continue
+        cgroups.remove_stale(parent, PREFIX)
+        child = parent / name
+        try:
+            child.mkdir()
+        except OSError:
+            continue
+        group.folders[hierarchy] = child
+    _write_cgroup_limits(group, spec, plan)
+    return group
+
+
+def _write_cgroup_limits(group: cgroups.CgroupSet, spec: LimitSpec, plan: dict[str, str]) -> None:
+    v1cpu, v1mem, v2 = group.folders.get("cpu"), group.folders.get("memory"), group.folders.get("v2")
+    if plan.get("cpu") == "cgroup-cpu":
+        quota = int(spec.cpu_quota / 100 * _PERIOD_US)
+        ok = (v1cpu and cgroups.write(v1cpu / "cpu.cfs_period_us", str(_PERIOD_US))
+              and cgroups.write(v1cpu / "cpu.cfs_quota_us", str(quota))) or \
+             (v2 and cgroups.write(v2 / "cpu.max", f"{quota} {_PERIOD_US}"))
+        if not ok:
+            group.remove()
+            raise PermissionDenied("setting the CPU quota", "the cgroup refused cpu.cfs_quota_us / cpu.max")
+    if plan.get("memory") == "cgroup-memory":
+        limit = spec.memory_max
+        if v1mem and limit:
+            ok = cgroups.write(v1mem / "memory.limit_in_bytes", str(limit))
+            cgroups.write(v1mem / "memory.memsw.limit_in_bytes", str(limit))  # no escape into swap
+        elif v2:
+            ok = (not limit or cgroups.write(v2 / "memory.max", str(limit))) and \
+                 (not spec.memory_high or cgroups.write(v2 / "memory.high", str(spec.memory_high)))
+            cgroups.write(v2 / "memory.swap.max", "0")
+        else:
+            ok = False
+        if not ok:
+            group.remove()
+            raise PermissionDenied("setting the memory limit", "the cgroup refused memory.limit_in_bytes / memory.max")
+
+
+def _describe(spec: LimitSpec, plan: dict[str, str], group: cgroups.CgroupSet | None) -> list[Applied]:
+    applied = []
+    folders = group.folders if group else {}
+    if spec.cpu_quota is not None:
+        quota = f"{spec.cpu_quota:g}%"
+        mechanism = plan["cpu"]
+        if mechanism == "cgroup-cpu":
+            where = "cgroup v1 (cpu.cfs_quota_us)" if "cpu" in folders else "cgroup v2 (cpu.max)"
+            applied.append(Applied("cpu quota", quota, where,
+                                   f"{int(spec.cpu_quota / 100 * _PERIOD_US)} us of CPU per {_PERIOD_US} us"))
+        elif mechanism == "throttle":
+            applied.append(Applied("cpu quota", quota, "throttle (labkit's SIGSTOP/SIGCONT duty cycle)",
+                                   "the whole process tree, adjusted every 100 ms"))
+        else:
+            applied.append(Applied("cpu quota", quota, "cpulimit (SIGSTOP/SIGCONT, the tool)", "cpulimit -l"))
+    if spec.memory_max is not None or spec.memory_high is not None:
+        if plan["memory"] == "cgroup-memory":
+            where = "cgroup v1 (memory.limit_in_bytes)" if "memory" in folders else "cgroup v2 (memory.max)"
+            if spec.memory_max:
+                applied.append(Applied("memory max", _size(spec.memory_max), where,
+                                       "the whole tree; beyond it the kernel's OOM killer sends SIGKILL"))
+            if spec.memory_high:
+                applied.append(Applied("memory high", _size(spec.memory_high), "cgroup v2 (memory.high)",
+                                       "above it the kernel throttles and reclaims"))
+        else:
+            applied.append(Applied("memory max", _size(spec.memory_max), "rlimit (RLIMIT_AS, like ulimit -v)",
+                                   "per process, address space not RSS; allocations fail: Python raises "
+                                   "MemoryError instead of being killed"))
+    if spec.nice is not None:
+        applied.append(Applied("nice", str(spec.nice), "setpriority(2)", "inherited by children"))
+    if spec.cpus is not None:
+        applied.append(Applied("cpus", ",".join(map(str, spec.cpus)), "sched_setaffinity(2)", "inherited by children"))
+    for name, value in spec.rlimits.items():
+        applied.append(Applied(f"rlimit {name}", str(value), f"setrlimit(2) RLIMIT_{name.upper()}",
+                               "per process, inherited by children"))
+    return applied
+
+
+def _preexec(spec: LimitSpec, plan: dict[str, str], group: cgroups.CgroupSet | None):
+    def prepare() -> None:  # in the child, before exec: join the cgroup first, so children inherit it
+        if group is not None:
+            for folder in group.folders.values():
+                with open(folder / "cgroup.procs", "w") as handle:
+                    handle.write(str(os.getpid()))
+        if spec.nice is not None:
+            os.setpriority(os.PRIO_PROCESS, 0, spec.nice)
+        if spec.cpus is not None:
+            os.sched_setaffinity(0, spec.cpus)
+        limits = dict(spec.rlimits)
+        if plan.get("memory") == "rlimit" and spec.memory_max:
+            limits["as"] = spec.memory_max
+        for name, value in limits.items():
+            resource.setrlimit(RLIMITS[name], (value, value))
+
+    return prepare
+
+
+def _start_cpu_helper(pid: int, spec: LimitSpec, plan: dict[str, str]) -> list:
+    if plan.get("cpu") == "throttle":
+        from labkit._throttle import Throttle
+
+        return [Throttle(pid, spec.cpu_quota).start()]
+    if plan.get("cpu") == "cpulimit":
+        return [_Cpulimit(pid, spec.cpu_quota)]
+    return []
+
+
+class _Cpulimit:
+    """The ``cpulimit`` tool watching one pid (and its children, ``-i``)."""
+
+    def __init__(self, pid: int, percent: float) -> None:
+        self.process = subprocess.Popen(["cpulimit", "-p", str(pid), "-l", f"{percent:g}", _children_flag(), "-z"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # cpulimit continues the target before it exits
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _children_flag() -> str:
+    """-m in limitcpu (Debian's cpulimit 2.x), -i in the original cpulimit 0.x."""
+    try:
+        usage = subprocess.run(["cpulimit", "--help"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "-i"
+    return "-m" if "--monitor-forks" in usage.stdout + usage.stderr else "-i"
+
+
+def limit_pid(pid: int, spec: LimitSpec) -> tuple[list[Applied], list]:
+    """Apply ``spec`` to a running process (renice, taskset -a, prlimit, a cgroup move, a throttle).
+
+    Returns the limits applied and the helpers (throttle, cpulimit) that keep working until
+    their ``stop()``. Raises NoSuchProcess-like LabkitError for a pid that is gone.
+    """
+    spec.check()
+    _check_target(pid)
+    plan = _plan(spec)
+    if plan.get("memory") == "rlimit" and spec.memory_max:
+        spec.rlimits = {**spec.rlimits, "as": spec.memory_max}
+    group = _make_cgroup(spec, plan) if any(m.startswith("cgroup") for m in plan.values()) else None
+    applied = _describe(spec, plan, group)
+    tasks = _tasks(pid)
+    try:
+        if spec.nice is not None:
+            for tid in tasks:  # nice is per thread on Linux: renice -p alone changes only the main one
+                os.setpriority(os.PRIO_PROCESS, tid, spec.nice)
+        if spec.cpus is not None:
+            for tid in tasks:
+                os.sched_setaffinity(tid, spec.cpus)
+        for name, value in spec.rlimits.items():
+            resource.prlimit(pid, RLIMITS[name], (value, value))
+        if group is not None:
+            for problem in group.add(pid):
+                raise PermissionDenied(problem)
+    except PermissionError as err:
+        raise PermissionDenied(f"limiting pid {pid}", str(err)) from None
+    return applied, _start_cpu_helper(pid, spec, plan) + ([_GroupHolder(group)] if group else [])
+
+
+class _GroupHolder:
+    """Keeps a running process's cgroup until ``stop()``: then moves nothing, removes it when empty."""
+
+    def __init__(self, group: cgroups.CgroupSet) -> None:
+        self.group = group
+
+    def stop(self) -> None:
+        self.group.remove(timeout_s=0.1)
+
+
+def _tasks(pid: int) -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:
+        raise LabkitError(f"no process with pid {pid}") from None
+
+
+def _check_target(pid: int) -> None:
+    if pid <= 1:
+        raise BadArgument(f"refusing to limit pid {pid}")
+    if not Path(f"/proc/{pid}").exists():
+        raise LabkitError(f"no process with pid {pid}")
+
+
+def _v2_controllers(folder: Path | None) -> list[str]:
+    if folder is None:
+        return []
+    try:
+        return (folder / "cgroup.controllers").read_text().split()
+    except OSError:
+        return []
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if value % factor == 0:
+            return f"{value // factor}{unit}"
+    return f"{value}B"
+
+
+def parse_size(text: str) -> int:
+    """``200M``, ``1.5G``, ``4096`` (bytes) -> bytes, as systemd and docker write sizes.
+
+    Raises:
+        BadArgument: not a size.
+    """
+    from labkit.systemd.values import InvalidValue
+    from labkit.systemd.values import parse_size as systemd_size
+
+    try:
+        value = systemd_size(text)
+    except (InvalidValue, ValueError) as err:
+        raise BadArgument(f"bad size {text!r}: {err}") from None
+    if value is None:
+        raise BadArgument("a limit of 'infinity' is no limit; leave the option out")
+    return value
+
+
+def _size_argument(text: str) -> int:
+    import argparse
+
+    try:
+        return parse_size(text)
+    except BadArgument as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_arguments(parser) -> None:
+    """The options of ``labkit limit``."""
+    parser.add_argument("--cpu-quota", type=float, default=None, metavar="PCT", help="percent of one CPU (150 = 1.5)")
+    parser.add_argument("--memory-max", type=_size_argument, default=None, metavar="SIZE", help="e.g. 300M, 2G")
+    parser.add_argument("--memory-high", type=_size_argument, default=None, metavar="SIZE", help="cgroup v2 only")
+    parser.add_argument("--nice", type=int, default=None, help="-20 (first) .. 19 (last)")
+    parser.add_argument("--cpus", default=None, metavar="LIST", help="CPU list like 0 or 0,2 or 0-3 (taskset -c)")
+    parser.add_argument("--nofile", type=int, default=None, metavar="N", help="open files (ulimit -n)")
+    parser.add_argument("--address-space", type=_size_argument, default=None, metavar="SIZE",
+                        help="RLIMIT_AS (ulimit -v), per process")
+    parser.add_argument("--mechanism", choices=MECHANISMS, default="auto")
+    parser.add_argument("--pid", type=int, default=None, help="limit a running process instead of starting CMD")
+    parser.add_argument("--for", dest="hold_for", type=float, default=None, metavar="SEC",
+                        help="with --pid and a throttle: hold the limit SEC seconds (default: until it exits)")
+
+
+def main(args, command: list[str]) -> int:
+    """``labkit limit ... -- CMD``: run CMD under the limits; exit with its code."""
+    spec = LimitSpec(args.cpu_quota, args.memory_max, args.memory_high, args.nice, _cpu_list(args.cpus),
+                     {k: v for k, v in (("nofile", args.nofile), ("as", args.address_space)) if v is not None},
+                     args.mechanism)
+    if args.pid is not None:
+        if command:
+            raise BadArgument("give either --pid PID or a command after --, not both")
+        return _limit_running(args.pid, spec, args.hold_for)
+    if not command:
+        raise BadArgument("no command: `labkit limit --cpu-quota 30 -- python train.py`")
+    try:
+        run = run_limited(command, spec)
+    except FileNotFoundError:
+        raise BadArgument(f"command not found: {command[0]}") from None
+    for item in run.applied:
+        print(f"labkit limit: {item}", file=sys.stderr)
+    signal.signal(signal.SIGINT, lambda *_: run.popen.send_signal(signal.SIGINT))
+    signal.signal(signal.SIGTERM, lambda *_: run.popen.send_signal(signal.SIGTERM))
+    code = run.wait()
+    if run.oom_killed or code != 0:
+        print(f"labkit limit: {command[0]} {run.how_it_ended()}", file=sys.stderr)
+    return code
+
+
+def _limit_running(pid: int, spec: LimitSpec, hold_for: float | None) -> int:
+    applied, helpers = limit_pid(pid, spec)
+    for item in applied:
+        print(f"labkit limit: pid {pid}: {item}", file=sys.stderr)
+    if not any(not isinstance(h, _GroupHolder) for h in helpers):
+        return 0  # kernel-side limits stay without us
+    print(f"labkit limit: holding pid {pid} at {spec.cpu_quota:g}% until it exits (Ctrl-C to release)", file=sys.stderr)
+    deadline = None if hold_for is None else time.monotonic() + hold_for
+    try:
+        while Path(f"/proc/{pid}").exists() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for helper in helpers:
+            helper.stop()
+    return 0
+
+
+def _cpu_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    cpus: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            cpus += list(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise BadArgument(f"bad CPU list {text!r}: use 0 or 0,2 or 0-3") from None
+    return cpus

@@ -1,0 +1,146 @@
+"""CPU and memory limits on real processes: each mechanism holds, and says what it is."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from labkit import cgroups, limits
+from labkit.errors import BadArgument
+from labkit.limits import LimitSpec, limit_pid, run_limited
+
+BUSY = [sys.executable, "-c", "while True: pass"]
+CAN = limits.available()
+CPU_MECHANISMS = [m for m, key in (("cgroup", "cgroup-cpu"), ("throttle", "throttle"), ("cpulimit", "cpulimit"))
+                  if CAN[key] is None]
+
+
+def cpu_share(pid: int, seconds: float) -> float:
+    """Percent of one CPU the process used over ``seconds`` (from the kernel's counters)."""
+    proc = psutil.Process(pid)
+    before, started = sum(proc.cpu_times()[:2]), time.monotonic()
+    time.sleep(seconds)
+    return (sum(proc.cpu_times()[:2]) - before) / (time.monotonic() - started) * 100
+
+
+def leftover_cgroups() -> list[str]:
+    found = []
+    for folder in cgroups.own_folders(("cpu", "memory")).values():
+        found += [p.name for p in folder.glob(f"{limits.PREFIX}{os.getpid()}-*")]
+    return found
+
+
+@pytest.mark.parametrize("mechanism", CPU_MECHANISMS)
+def test_a_30_percent_quota_holds_a_busy_loop(mechanism):
+    tolerance = 5 if mechanism == "cgroup" else 8
+    with run_limited(BUSY, LimitSpec(cpu_quota=30, mechanism=mechanism)) as run:
+        time.sleep(0.5)  # let a throttle settle
+        share = cpu_share(run.pid, 2.5)
+        assert abs(share - 30) <= tolerance, f"{mechanism}: {share:.1f}% of a CPU for a 30% quota"
+        assert run.applied[0].limit == "cpu quota"
+    assert not leftover_cgroups()
+
+
+@pytest.mark.skipif(CAN["cgroup-memory"] is not None, reason=f"no memory cgroup here: {CAN['cgroup-memory']}")
+def test_a_200m_cgroup_limit_oom_kills_a_600mb_allocation_and_says_so():
+    allocate = [sys.executable, "-c", "a = bytearray(600 * 2**20)\nfor i in range(0, len(a), 4096): a[i] = 1"]
+    run = run_limited(allocate, LimitSpec(memory_max=200 * 2**20), stdout=subprocess.DEVNULL)
+    assert run.wait(60) == 137 and run.oom_killed
+    assert "OOM killer" in run.how_it_ended() and "200M" in run.how_it_ended()
+    assert "cgroup" in str(run.applied[0])
+    assert not leftover_cgroups()
+
+
+def test_an_address_space_rlimit_makes_python_raise_memory_error_instead():
+    allocate = [sys.executable, "-c", "try:\n    a = bytearray(600 * 2**20)\nexcept MemoryError:\n    raise SystemExit(42)"]
+    run = run_limited(allocate, LimitSpec(memory_max=200 * 2**20, mechanism="rlimit"))
+    assert run.wait(60) == 42 and not run.oom_killed
+    assert "MemoryError" in run.applied[0].detail
+
+
+def test_nice_affinity_and_rlimits_are_inherited_by_children():
+    probe = ("import os, resource, subprocess, sys\n"
+             "code = 'import os, resource; print(os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)), "
+             "resource.getrlimit(resource.RLIMIT_NOFILE)[0])'\n"
+             "print(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True).stdout.strip())")
+    run = run_limited([sys.executable, "-c", probe], LimitSpec(nice=7, cpus=[0], rlimits={"nofile": 128}),
+                      stdout=subprocess.PIPE, text=True)
+    out, _ = run.popen.communicate(timeout=30)
+    run.wait()
+    assert out.strip() == "7 [0] 128"  # what the grandchild got
+    assert {a.mechanism for a in run.applied} >= {"setpriority(2)", "sched_setaffinity(2)"}
+
+
+def test_limit_pid_renices_every_thread_and_sets_rlimits_of_a_running_process(spawn):
+    threads = [sys.executable, "-c", "import threading, time\n"
+               "for _ in range(3): threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+               "time.sleep(60)"]
+    proc = spawn.popen(threads)
+    deadline = time.monotonic() + 10
+    while len(os.listdir(f"/proc/{proc.pid}/task")) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    applied, helpers = limit_pid(proc.pid, LimitSpec(nice=12, rlimits={"nofile": 64}))
+    assert not helpers and [a.limit for a in applied] == ["nice", "rlimit nofile"]
+    for tid in os.listdir(f"/proc/{proc.pid}/task"):  # renice -p alone would change only the first
+        assert int(open(f"/proc/{proc.pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()[16]) == 12
+    assert psutil.Process(proc.pid).rlimit(psutil.RLIMIT_NOFILE) == (64, 64)
+
+
+@pytest.mark.skipif(CAN["cgroup-cpu"] is not None, reason=f"no cpu cgroup here: {CAN['cgroup-cpu']}")
+def test_limit_pid_moves_a_running_busy_loop_into_a_quota(spawn):
+    proc = spawn.popen(BUSY)
+    time.sleep(0.3)
+    assert cpu_share(proc.pid, 1.0) > 60
+    applied, helpers = limit_pid(proc.pid, LimitSpec(cpu_quota=20))
+    try:
+        assert abs(cpu_share(proc.pid, 2.0) - 20) <= 5
+        assert "cgroup" in applied[0].mechanism
+    finally:
+        proc.kill()
+        proc.wait()
+        for helper in helpers:
+            helper.stop()
+    deadline = time.monotonic() + 3
+    while leftover_cgroups() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not leftover_cgroups()
+
+
+@pytest.mark.parametrize("spec, words", [
+    (LimitSpec(cpu_quota=30, mechanism="rlimit"), "cannot enforce a cpu quota"),
+    (LimitSpec(memory_max=2**30, mechanism="throttle"), "does not limit its memory"),
+    (LimitSpec(nice=30), "-20 to 19"),
+    (LimitSpec(cpu_quota=0), "above 0"),
+    (LimitSpec(memory_max=1000), "at least 1M"),
+    (LimitSpec(cpus=[999]), "not a subset"),
+    (LimitSpec(memory_high=2**30, mechanism="rlimit"), "needs a cgroup"),
+])
+def test_bad_limits_are_refused_before_anything_starts(spec, words):
+    with pytest.raises(BadArgument, match=words):
+        run_limited(["true"], spec)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labkit", "limit", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_the_command_reports_each_mechanism_and_exits_with_the_commands_code():
+    done = cli("--nice", "5", "--nofile", "100", "--", sys.executable, "-c", "raise SystemExit(3)")
+    assert done.returncode == 3
+    assert "labkit limit: nice 5: setpriority(2)" in done.stderr and "rlimit nofile 100" in done.stderr
+    for args, words in ((["--cpu-quota", "30", "--mechanism", "rlimit", "--", "true"], "cannot enforce"),
+                        (["--memory-max", "lots", "--", "true"], "bad size"),
+                        (["--cpu-quota", "30"], "no command"),
+                        (["--", "/no/such/program"], "command not found")):
+        bad = cli(*args)
+        assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1 and words in bad.stderr, bad.stderr
+
+
+def test_cgroup_version_is_detected():
+    assert limits.cgroup_version() in ("v1", "v2", "hybrid", "none")
+    assert set(CAN) == {"cgroup-cpu", "cgroup-memory", "rlimit", "throttle", "cpulimit"}
