@@ -6,7 +6,8 @@ Mechanisms, strongest first (``auto`` picks the strongest the machine allows, pe
 cgroup         a cgroup of our own under this process's cgroup: v2 ``cpu.max``/``memory.max``
                /``memory.high``, or v1 ``cpu.cfs_quota_us``/``memory.limit_in_bytes``. Holds a
                whole process tree; a memory limit ends in the kernel's OOM killer (SIGKILL, 137).
-scope          ``systemd-run --user --scope``: systemd makes the cgroup (needs a user manager).
+scope          ``systemd-run --user --scope``: systemd makes the cgroup (needs a user manager;
+               ``auto`` uses it where no cgroup of our own is writable).
 rlimit         ``RLIMIT_AS`` (prlimit/ulimit -v): per process; allocations beyond it *fail*,
                so Python raises MemoryError instead of being killed. No CPU share limit exists.
 throttle       SIGSTOP/SIGCONT duty cycling of the tree (:mod:`labkit._throttle`), what
@@ -36,7 +37,7 @@ from pathlib import Path
 from labkit import cgroups
 from labkit.errors import BadArgument, LabkitError, PermissionDenied
 
-MECHANISMS = ("auto", "cgroup", "rlimit", "throttle", "cpulimit")
+MECHANISMS = ("auto", "cgroup", "scope", "rlimit", "throttle", "cpulimit")
 RLIMITS = {"nofile": resource.RLIMIT_NOFILE, "as": resource.RLIMIT_AS, "nproc": resource.RLIMIT_NPROC,
            "fsize": resource.RLIMIT_FSIZE, "core": resource.RLIMIT_CORE, "cpu": resource.RLIMIT_CPU}
 PREFIX = "labkit-limit-"
@@ -110,6 +111,9 @@ def available() -> dict[str, str | None]:
     memory_ok = "memory" in folders or "memory" in v2_controllers
     found["cgroup-cpu"] = None if cpu_ok else "no writable cgroup with the cpu controller (see `labkit doctor`)"
     found["cgroup-memory"] = None if memory_ok else "no writable cgroup with the memory controller"
+    from labkit.systemd.real import why_unavailable as no_user_manager
+
+    found["scope"] = no_user_manager()
     found["rlimit"] = None
     found["throttle"] = None if Path("/proc/self/stat").exists() else "needs /proc (Linux)"
     found["cpulimit"] = None if shutil.which("cpulimit") else "cpulimit is not installed (apt install cpulimit)"
@@ -131,7 +135,8 @@ class LimitedProcess:
         """Wait for the command; return its shell-style exit code (137 for an OOM kill)."""
         code = self.popen.wait(timeout=timeout_s)
         self.returncode = 128 - code if code < 0 else code
-        self.oom_killed = bool(self._group) and self._group.oom_kills() > self._oom_before
+        self.oom_killed = (bool(self._group) and self._group.oom_kills() > self._oom_before) or \
+            (self.returncode == 137 and any("scope (MemoryMax" in a.mechanism for a in self.applied))
         self.close()
         return self.returncode
 
@@ -191,6 +196,8 @@ def run_limited(command: list[str], spec: LimitSpec, **popen_kwargs) -> LimitedP
     group = _make_cgroup(spec, plan) if any(m.startswith("cgroup") for m in plan.values()) else None
     applied = _describe(spec, plan, group)
     preexec = _preexec(spec, plan, group)
+    if "scope" in plan.values():
+        command = _in_scope(command, spec, plan)
     try:
         popen = subprocess.Popen(command, preexec_fn=preexec, **popen_kwargs)
     except OSError:
@@ -214,7 +221,7 @@ def _plan(spec: LimitSpec) -> dict[str, str]:
         plan["memory"] = _pick("memory limit", wanted, can, cgroup="cgroup-memory", fallback="rlimit",
                                refused={"throttle": "stopping and continuing a process does not limit its memory",
                                         "cpulimit": "cpulimit limits CPU only"})
-        if spec.memory_high is not None and plan["memory"] != "cgroup-memory":
+        if spec.memory_high is not None and plan["memory"] not in ("cgroup-memory", "scope"):
             raise BadArgument("--memory-high needs a cgroup (it throttles and reclaims before the hard limit)")
     return plan
 
@@ -223,7 +230,7 @@ def _pick(what: str, wanted: str, can: dict, cgroup: str, fallback: str, refused
     if wanted in refused:
         raise BadArgument(f"--mechanism {wanted} cannot enforce a {what}: {refused[wanted]}")
     if wanted == "auto":
-        return cgroup if can[cgroup] is None else fallback
+        return cgroup if can[cgroup] is None else "scope" if can["scope"] is None else fallback
     name = cgroup if wanted == "cgroup" else wanted
     if can.get(name) is not None:
         raise BadArgument(f"--mechanism {wanted} is not available here: {can[name]}")
@@ -286,6 +293,9 @@ def _describe(spec: LimitSpec, plan: dict[str, str], group: cgroups.CgroupSet | 
             where = "cgroup v1 (cpu.cfs_quota_us)" if "cpu" in folders else "cgroup v2 (cpu.max)"
             applied.append(Applied("cpu quota", quota, where,
                                    f"{int(spec.cpu_quota / 100 * _PERIOD_US)} us of CPU per {_PERIOD_US} us"))
+        elif mechanism == "scope":
+            applied.append(Applied("cpu quota", quota, "systemd-run --user --scope (CPUQuota=)",
+                                   "systemd's cgroup for the command"))
         elif mechanism == "throttle":
             applied.append(Applied("cpu quota", quota, "throttle (labkit's SIGSTOP/SIGCONT duty cycle)",
                                    "the whole process tree, adjusted every 100 ms"))
@@ -300,6 +310,9 @@ def _describe(spec: LimitSpec, plan: dict[str, str], group: cgroups.CgroupSet | 
             if spec.memory_high:
                 applied.append(Applied("memory high", _size(spec.memory_high), "cgroup v2 (memory.high)",
                                        "above it the kernel throttles and reclaims"))
+        elif plan["memory"] == "scope":
+            applied.append(Applied("memory max", _size(spec.memory_max), "systemd-run --user --scope (MemoryMax=)",
+                                   "systemd's cgroup; beyond it the OOM killer sends SIGKILL"))
         else:
             applied.append(Applied("memory max", _size(spec.memory_max), "rlimit (RLIMIT_AS, like ulimit -v)",
                                    "per process, address space not RSS; allocations fail: Python raises "
@@ -331,6 +344,17 @@ def _preexec(spec: LimitSpec, plan: dict[str, str], group: cgroups.CgroupSet | N
             resource.setrlimit(RLIMITS[name], (value, value))
 
     return prepare
+
+
+def _in_scope(command: list[str], spec: LimitSpec, plan: dict[str, str]) -> list[str]:
+    """``systemd-run --user --scope``: systemd creates the cgroup and runs the command in it."""
+    properties = []
+    if plan.get("cpu") == "scope":
+        properties += ["-p", f"CPUQuota={spec.cpu_quota:g}%"]
+    if plan.get("memory") == "scope":
+        properties += ["-p", f"MemoryMax={spec.memory_max}"] if spec.memory_max else []
+        properties += ["-p", f"MemoryHigh={spec.memory_high}"] if spec.memory_high else []
+    return ["systemd-run", "--user", "--scope", "--quiet", *properties, "--", *command]
 
 
 def _start_cpu_helper(pid: int, spec: LimitSpec, plan: dict[str, str]) -> list:

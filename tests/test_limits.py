@@ -143,4 +143,16 @@ def test_the_command_reports_each_mechanism_and_exits_with_the_commands_code():
 
 def test_cgroup_version_is_detected():
     assert limits.cgroup_version() in ("v1", "v2", "hybrid", "none")
-    assert set(CAN) == {"cgroup-cpu", "cgroup-memory", "rlimit", "throttle", "cpulimit"}
+    assert set(CAN) == {"cgroup-cpu", "cgroup-memory", "scope", "rlimit", "throttle", "cpulimit"}
+
+
+def test_a_systemd_scope_wraps_the_command_with_the_same_limits():
+    from labkit.limits import _in_scope
+
+    argv = _in_scope(["python3", "train.py"], LimitSpec(cpu_quota=30, memory_max=200 * 2**20),
+                     {"cpu": "scope", "memory": "scope"})
+    assert argv == ["systemd-run", "--user", "--scope", "--quiet", "-p", "CPUQuota=30%", "-p", "MemoryMax=209715200",
+                    "--", "python3", "train.py"]
+    if CAN["scope"] is not None:
+        with pytest.raises(BadArgument, match="not available here"):
+            run_limited(["true"], LimitSpec(cpu_quota=30, mechanism="scope"))
