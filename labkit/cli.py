@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_grade_arguments(sub.add_parser("grade", help="grade exercise notebooks: gradebook.csv and feedback pages"))
 
+    diagnose = sub.add_parser("diagnose", help="why a process seems stuck: a verdict, its evidence, next steps")
+    from labkit.diagnose import add_arguments as add_diagnose_arguments
+
+    add_diagnose_arguments(diagnose)
+
     limit = sub.add_parser("limit", help="run a command (or limit a running pid) under CPU and memory limits")
     from labkit.limits import add_arguments as add_limit_arguments
 
@@ -174,6 +179,10 @@ def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
         from labkit.course.grade import main as grade_main
 
         return grade_main(args)
+    if args.command == "diagnose":
+        from labkit.diagnose import main as diagnose_main
+
+        return diagnose_main(args)
     if args.command == "limit":
         from labkit.limits import main as limit_main
 
