@@ -338,6 +338,11 @@ def _describe_fd(pid: int, fd: int) -> str:
         return f"fd {fd} is not open any more"
     if target.startswith("pipe:"):
         others = _other_ends(pid, target)
+        own = [int(entry.name) for entry in Path(f"/proc/{pid}/fd").iterdir()
+               if entry.name != str(fd) and _link(entry) == target]
+        if own and not others:
+            return (f"fd {fd} is a pipe ({target}) whose only other end is its own fd {own[0]}: it waits for itself, "
+                    f"forever; writing to /proc/{pid}/fd/{fd} from outside would wake it")
         if not others:
             return f"fd {fd} is a pipe/FIFO ({target}) and no other process has it open: nobody will ever write"
         return f"fd {fd} is a pipe/FIFO ({target}); also open in " + ", ".join(
@@ -399,7 +404,7 @@ def _tool(d: Diagnosis, name: str, argv: list[str], run_for_s: float | None = No
         d.tools[name] = (f"not run: ptrace is not permitted here ({name} says: "
                          f"{output.strip().splitlines()[-1][:120]}); containers need --cap-add SYS_PTRACE")
         return
-    d.tools[name] = output.strip()[-4000:]
+    d.tools[name] = re.sub(r"\x1b\[[0-9;]*m", "", output).strip()[-4000:]  # py-spy colours even into a pipe
 
 
 def _run_for(path: str, argv: list[str], seconds: float) -> str:
