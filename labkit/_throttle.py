@@ -11,6 +11,8 @@ part of each period, a shell that started it in the foreground may report it as
 "Stopped", and a SIGKILL of the Python process running the throttle (which cannot clean
 up) leaves the tree stopped until someone sends it SIGCONT. A normal exit, :meth:`~Throttle.stop`,
 an exception in the throttle's thread and the end of the target all resume the tree.
+The throttle is a thread of this process, so a main thread that holds the GIL for long
+(a C extension that does not release it) delays its switches.
 
 >>> with Throttle(4242, percent=30) as throttle:   # doctest: +SKIP
 ...     throttle.wait(60)
@@ -78,7 +80,7 @@ class _Tree:
     Listing ``/proc`` costs one directory read; only the pids not listed last time are
     opened, besides the members. A process outside the tree never joins it later (an
     orphan is adopted by a subreaper *above* its old parent), so the newborn are the only
-    candidates. While the tree is stopped it cannot fork, and re-reading the members does.
+    candidates.
     """
 
     def __init__(self, root: int, root_start: int, include_children: bool, protected: set[int]) -> None:
@@ -91,8 +93,8 @@ class _Tree:
     def refresh(self, relist: bool = True) -> dict[int, _Stat] | None:
         """The members now, root first; None once the root has exited.
 
-        With ``relist=False`` only the known members are read again: enough while the
-        tree is stopped, since a stopped process cannot fork.
+        With ``relist=False`` only the known members are read again, which is cheaper
+        but misses children born since the last listing.
         """
         root = _read_stat(self.root)
         if not _alive(root, self.root_start):
@@ -150,7 +152,8 @@ class Throttle:
         _check_positive("period_s", period_s)
         if pid <= 1:
             raise BadArgument(f"pid must be > 1, not {pid}: 0, negative pids and PID 1 (init) are never throttled")
-        if pid in protected_pids():
+        protected = protected_pids()
+        if pid in protected:
             raise BadArgument(f"pid {pid} is this process or one of its ancestors; stopping it would freeze us too")
         stat = _read_stat(pid)
         if stat is None or stat.state in _DEAD_STATES:
@@ -161,14 +164,14 @@ class Throttle:
             raise PermissionError(f"may not signal pid {pid}: it belongs to another user") from None
         self.pid, self.percent, self.period_s = pid, float(percent), float(period_s)
         self.include_children = include_children
-        self._tree = _Tree(pid, stat.start, include_children, protected_pids())
+        self._tree = _Tree(pid, stat.start, include_children, protected)
         self._share = self.percent / 100
         self._credit_limit = max(3 * self._share * self.period_s, 5 / _CLK_TCK)
         self._lock = threading.Lock()  # held while signalling, so stop() can never race a SIGSTOP
         self._stopping = threading.Event()
         self._exited = threading.Event()
         self._thread: threading.Thread | None = None
-        self._stopped: dict[int, int] = {}  # pid -> start, of every process we stopped and not yet resumed
+        self._stopped: set[int] = set()  # every process we stopped and have not resumed yet
         self._progress = (0.0, 0.0)  # (tree CPU seconds, wall seconds) since start, swapped as one
         self._own_cpu = 0.0
         self.error: BaseException | None = None
@@ -255,30 +258,28 @@ class Throttle:
         if members is None:
             return self._exited.set()
         meter = _Meter(members, self._share, self._credit_limit)
+        work_s = meter.work_slice(self.period_s)
         for period in itertools.count():
             # Newborns are looked for every few periods: listing /proc is most of the cost,
             # and whatever they ran meanwhile is still counted once they are found.
-            relist = period % _RELIST_EVERY == 0
-            ran_s = self._work_then_rest(meter.work_slice(self.period_s), relist)
-            if ran_s is None:
+            next_s = self._one_period(meter, work_s, relist=period % _RELIST_EVERY == 0)
+            if next_s is None:
                 return
-            members = self._tree.refresh(relist=relist and not self._stopped)
-            if members is None:
-                return self._exited.set()
-            self._progress = meter.account(members, ran_s)
+            work_s = next_s
             self._own_cpu = time.thread_time() - cpu0
 
-    def _work_then_rest(self, work_s: float, relist: bool) -> float | None:
-        """Let the tree run ``work_s``, then stop it for the rest of the period.
+    def _one_period(self, meter: _Meter, work_s: float, relist: bool) -> float | None:
+        """Let the tree run ``work_s``, read it, stop it for the rest of the period.
 
-        Returns the seconds it ran, or None once stopping or the target has exited.
+        Returns the next work slice, or None once stopping or the target has exited. The
+        only reading is taken before SIGSTOP: waking up costs more than the work, so the
+        wake-up that resumes the tree does nothing else.
         """
         started = time.monotonic()
         with self._lock:
             self._resume_stopped()
-        if work_s >= self.period_s:  # nothing to take away: SIGSTOP costs the job its cache
-            return None if self._stopping.wait(self.period_s) else time.monotonic() - started
-        self._stopping.wait(work_s)
+        if self._stopping.wait(min(work_s, self.period_s)):
+            return None
         with self._lock:
             if self._stopping.is_set():
                 return None
@@ -286,12 +287,16 @@ class Throttle:
             if members is None:
                 self._exited.set()
                 return None
-            for pid, stat in members.items():
-                self._stopped[pid] = stat.start
-                _send(pid, signal.SIGSTOP)
-        ran_s = time.monotonic() - started
-        self._stopping.wait(max(0.0, self.period_s - ran_s))
-        return ran_s
+            if work_s < self.period_s:  # else nothing to take away: SIGSTOP costs the job its caches
+                for pid, stat in members.items():
+                    self._stopped.add(pid)
+                    _send(pid, signal.SIGSTOP)
+            ran_s = time.monotonic() - started
+        self._progress = meter.account(members, ran_s)
+        rest_s = self.period_s - ran_s
+        if rest_s > 0 and self._stopping.wait(rest_s):
+            return None
+        return meter.work_slice(self.period_s)
 
     def _resume_stopped(self) -> None:
         for pid in self._stopped:
@@ -299,11 +304,11 @@ class Throttle:
         self._stopped.clear()
 
     def _resume_everything(self) -> None:
-        # The current tree too: a process we stopped may have moved (orphans are re-parented)
-        # and one born between the listing and SIGSTOP inherited nothing, but is cheap to wake.
+        # What we stopped may have left the tree since (orphans are re-parented), and the
+        # tree may hold processes stopped by others: a job left stopped looks hung.
         self._resume_stopped()
-        for pid in self._tree.members:
-            if _alive(_read_stat(pid), self._tree.members[pid].start):
+        for pid, stat in self._tree.members.items():
+            if _alive(_read_stat(pid), stat.start):
                 _send(pid, signal.SIGCONT)
 
 

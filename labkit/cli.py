@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv, command = _split_command(argv)
         args = build_parser().parse_args(argv)
+        if args.command == "train":
+            return _train(args, argv[1:])
         return _dispatch(args, command)
     except LabkitError as err:
         print(f"labkit: error: {err}", file=sys.stderr)
@@ -167,8 +169,6 @@ def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
         from labkit import doctor
 
         return doctor.main(as_json=args.json)
-    if args.command == "train":
-        return _train(args)
     if args.command == "lab":
         return _lab(args)
     if args.command == "course":
@@ -198,7 +198,7 @@ def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
     return _jobs(args, command)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from labkit.trainer.shutdown import install_early
 
     install_early()  # a SIGTERM while numpy loads is still a clean stop
@@ -206,7 +206,7 @@ def _train(args: argparse.Namespace) -> int:
         os.environ.setdefault(var, "1")  # before numpy loads: see labkit/trainer/__main__.py
     from labkit.trainer import config_from_args, run
 
-    return run(config_from_args(args))
+    return run(config_from_args(args), argv)  # argv: what each rank gets with --ranks N
 
 
 def _lab(args: argparse.Namespace) -> int:

@@ -8,8 +8,11 @@ from labkit.trainer.config import FAULTS, TrainConfig, add_arguments, config_fro
 __all__ = ["FAULTS", "TrainConfig", "add_arguments", "config_from_args", "run"]
 
 
-def run(config: TrainConfig) -> int:
-    """Run the trainer in this process and return its exit code (see :mod:`labkit.trainer.loop`)."""
+def run(config: TrainConfig, argv: list[str] | None = None) -> int:
+    """Run the trainer in this process and return its exit code (see :mod:`labkit.trainer.loop`).
+
+    With ``config.ranks > 1`` this process launches the ranks, each given ``argv``.
+    """
     from labkit.trainer.loop import run as _run
 
-    return _run(config)
+    return _run(config, argv)

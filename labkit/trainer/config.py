@@ -19,7 +19,7 @@ FAULTS = (
 )
 
 # Settings that shape the computation: a checkpoint only resumes a run that agrees on all of them.
-IDENTITY = ("seed", "steps_per_epoch", "micro_batches", "batch_size", "hidden", "lr", "momentum")
+IDENTITY = ("seed", "steps_per_epoch", "micro_batches", "batch_size", "hidden", "lr", "momentum", "ranks")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ class TrainConfig:
     hidden: int = 64
     lr: float = 0.05
     momentum: float = 0.9
+    ranks: int = 1
+    rank: int | None = None  # set by the launcher for each rank process
+    grace_period: float = 10.0
+    rank_timeout: float = 30.0
 
     def identity(self) -> dict:
         """Return the settings a checkpoint must agree with to be resumed."""
@@ -93,6 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--hidden", type=_at_least(1), default=64, help="width of the two hidden layers")
     add("--lr", type=_at_least(0.0, float), default=0.05, help="learning rate")
     add("--momentum", type=_at_least(0.0, float), default=0.9, help="SGD momentum")
+    add("--ranks", type=_at_least(1), default=1,
+        help="data-parallel rank processes (a launcher starts them, like torchrun)")
+    add("--rank", type=_at_least(0), default=None, help=argparse.SUPPRESS)  # set by the launcher
+    add("--grace-period", type=_at_least(0.0, float), default=10.0,
+        help="with --ranks: seconds the other ranks get after SIGTERM when one fails, before SIGKILL")
+    add("--rank-timeout", type=_at_least(0.1, float), default=30.0,
+        help="with --ranks: seconds a rank waits for the others before giving up (like NCCL's timeout)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -120,8 +120,7 @@ class Trainer:
             self.files.log("SIGHUP is ignored, as inherited (nohup): a closed terminal will not stop this run")
         if not config.resume:
             return TrainState.fresh(config)
-        for stale in checkpoint.remove_stale_temporaries(self.files.checkpoints):
-            self.files.log(f"resume: removed {stale.name}, left by a save that was interrupted")
+        self._remove_stale_temporaries()
         try:
             result = checkpoint.load_latest(self.files.checkpoints)
         except NoCheckpoint as err:
@@ -135,6 +134,10 @@ class Trainer:
                        f"(epoch {state.epoch}, step {state.position} of the epoch)"
                        + (f"; {dropped} metric lines after it will be redone" if dropped else ""))
         return state
+
+    def _remove_stale_temporaries(self) -> None:
+        for stale in checkpoint.remove_stale_temporaries(self.files.checkpoints):
+            self.files.log(f"resume: removed {stale.name}, left by a save that was interrupted")
 
     def _hold_memory(self) -> None:
         if self.config.memory_mb:
@@ -252,14 +255,26 @@ def _sleep_until(deadline: float) -> None:
         time.sleep(remaining)
 
 
-def run(config: TrainConfig) -> int:
+def run(config: TrainConfig, argv: list[str] | None = None) -> int:
     """Run the trainer in this process and return its exit code.
+
+    With ``ranks > 1`` this process is the launcher of that many rank processes (``argv``
+    are the arguments each rank gets, plus its ``--rank``).
 
     >>> run(TrainConfig(run_dir=Path("runs/demo"), epochs=1))  # doctest: +SKIP
     0
     """
+    if config.ranks > 1 and config.rank is None:
+        from labkit.trainer.distributed import launch
+
+        return launch(config, argv if argv is not None else sys.argv[1:])
     try:
-        trainer = Trainer(config)
+        if config.rank is not None:
+            from labkit.trainer.ranks import RankTrainer
+
+            trainer = RankTrainer(config)
+        else:
+            trainer = Trainer(config)
     except LabkitError as err:  # e.g. a run folder that cannot be created: one line, no traceback
         print(f"labkit: error: {err}", file=sys.stderr)
         return err.exit_code
@@ -280,4 +295,5 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit.trainer",
                                      description="A simulated ML training job that behaves like a real one.")
     add_arguments(parser)
-    return run(config_from_args(parser.parse_args(argv)))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run(config_from_args(parser.parse_args(argv)), argv)

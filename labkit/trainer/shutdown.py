@@ -40,6 +40,12 @@ def install_early() -> None:
         signal.signal(sig, lambda signum, frame: _EARLY.append(signum))
 
 
+def take_early_signals() -> list[int]:
+    """The stop/status signals recorded by :func:`install_early` so far (and forget them)."""
+    early, _EARLY[:] = list(_EARLY), []
+    return early
+
+
 class SignalFlags:
     """Install the trainer's handlers and expose what arrived as flags.
 
