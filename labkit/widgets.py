@@ -12,6 +12,7 @@ garbage-collecting it or shutting the kernel down stops the trainer's whole proc
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -52,6 +53,13 @@ def _stop_groups(procs: list[tuple[subprocess.Popen, float]], grace_s: float = 2
 
 def _arm_parent_death_signal() -> None:  # in the child, before exec: no imports here
     set_parent_death_signal(signal.SIGKILL)  # the kernel died without atexit: take the run with it
+
+
+@functools.lru_cache(maxsize=1)
+def _NO_NVML() -> str | None:  # asked once: a panel redraws twice a second
+    from labkit.gpu import nvml_unavailable
+
+    return nvml_unavailable()
 
 
 class TrainerPanel:
@@ -231,7 +239,19 @@ class TrainerPanel:
             parts.append(f"{lost} steps at risk")
         else:
             parts += [f"exit {signals.explain_exit_code(self.exit_code)}", f"{lost} steps lost"]
+        held = self.gpu_memory_mib()
+        if held is not None:
+            parts.append(f"GPU memory {held} MiB")
         return " | ".join(parts)
+
+    def gpu_memory_mib(self) -> int | None:
+        """MiB of GPU memory the trainer holds now (0 once it exited); None where NVML is unavailable."""
+        if self.proc is None or _NO_NVML():
+            return None
+        from labkit.gpu import process_gpu_memory
+
+        held = process_gpu_memory(self.proc.pid)
+        return None if held is None else held >> 20
 
     def log_tail(self, lines: int | None = None) -> str:
         """The last lines of the run's train.log."""

@@ -33,6 +33,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     memory_mb: int = 0
+    gpu_mb: int = 0
     checkpoint_every: int = 10
     keep: int = 3
     resume: bool = False
@@ -84,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=_at_least(0), default=0, help="seed of data, init, shuffling, dropout")
     add("--workers", type=_at_least(0), default=0, help="data-loader worker processes")
     add("--memory-mb", type=_at_least(0), default=0, help="MiB of real, touched memory to hold")
+    add("--gpu-mb", type=_at_least(0), default=0,
+        help="MiB of GPU memory to hold on GPU 0 (CUDA driver); logged and skipped where there is no GPU")
     add("--checkpoint-every", type=_at_least(1), default=10, help="steps between checkpoints")
     add("--keep", type=_at_least(1), default=3, help="newest checkpoints to keep")
     add("--resume", action="store_true", help="continue from the newest valid checkpoint")

@@ -140,6 +140,14 @@ class Trainer:
             self.files.log(f"resume: removed {stale.name}, left by a save that was interrupted")
 
     def _hold_memory(self) -> None:
+        if self.config.gpu_mb:
+            from labkit.gpu import GpuMemory
+
+            try:
+                self.state.ballast.append(GpuMemory(self.config.gpu_mb))
+                self.files.log(f"holding {self.config.gpu_mb} MiB of GPU memory on GPU 0 (CUDA driver)")
+            except OSError as err:
+                self.files.log(f"--gpu-mb {self.config.gpu_mb}: not holding GPU memory: {err}")
         if self.config.memory_mb:
             self.state.ballast.append(np.ones(self.config.memory_mb * 2**20 // 8))
             self.files.log(f"holding {self.config.memory_mb} MiB of touched memory")
