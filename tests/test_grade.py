@@ -541,8 +541,8 @@ def test_lesson_03_solution_gets_full_marks_running_units_in_the_sandbox(tmp_pat
     assert not grader_processes()
 
 
-@pytest.mark.parametrize("lesson", ["04_limits", "05_diagnostics"])
-def test_lessons_04_and_05_solutions_get_full_marks_in_the_sandbox(tmp_path, lesson):
+@pytest.mark.parametrize("lesson", ["04_limits", "05_diagnostics", "06_graceful_shutdown"])
+def test_lessons_04_to_06_solutions_get_full_marks_in_the_sandbox(tmp_path, lesson):
     solution, exercise_ = ROOT / "solutions" / f"{lesson}.ipynb", ROOT / "exercises" / f"{lesson}.ipynb"
     results = grade([solution, exercise_], tmp_path / "graded", students={solution: "instructor", exercise_: "untouched"})
     assert [(r.student, r.score, r.max_score) for r in results] == [("instructor", 10, 10), ("untouched", 0, 10)]
