@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_grade_arguments(sub.add_parser("grade", help="grade exercise notebooks: gradebook.csv and feedback pages"))
 
+    progress = sub.add_parser("progress", help="your progress across the course's exercises")
+    from labkit.course.progress import add_arguments as add_progress_arguments
+
+    add_progress_arguments(progress)
+
     diagnose = sub.add_parser("diagnose", help="why a process seems stuck: a verdict, its evidence, next steps")
     from labkit.diagnose import add_arguments as add_diagnose_arguments
 
@@ -179,6 +184,10 @@ def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
         from labkit.course.grade import main as grade_main
 
         return grade_main(args)
+    if args.command == "progress":
+        from labkit.course.progress import main as progress_main
+
+        return progress_main(args)
     if args.command == "diagnose":
         from labkit.diagnose import main as diagnose_main
 
@@ -222,16 +231,23 @@ def _lab(args: argparse.Namespace) -> int:
     if os.geteuid() == 0:
         command.append("--allow-root")  # common in containers; Jupyter refuses root otherwise
     extra = args.jupyter_args[1:] if args.jupyter_args[:1] == ["--"] else args.jupyter_args
+    welcome = folder / "notebooks" / "00_welcome.ipynb"
+    if welcome.exists() and not any("default_url" in arg for arg in extra):
+        # the course root: lessons and exercises side by side, opening on the first lesson
+        command.append("--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb")
     print(f"labkit: opening JupyterLab on {folder}", file=sys.stderr)
     os.execv(sys.executable, command + extra)
     return 0  # not reached
 
 
 def _default_notebooks() -> Path:
-    here = Path.cwd() / "notebooks"
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parent.parent / "notebooks"
+    """The course root (notebooks/ and exercises/ side by side), else a notebooks/ folder."""
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (root / "notebooks").is_dir() and (root / "exercises").is_dir():
+            return root
+        if (root / "notebooks").is_dir():
+            return root / "notebooks"
+    return Path.cwd() / "notebooks"
 
 
 def _jobs(args: argparse.Namespace, command: list[str]) -> int:

@@ -94,7 +94,7 @@ def test_default_job_is_the_trainer_and_logs_show_its_output(home):
     assert len(logs.stdout.splitlines()) == 3
 
 
-def test_lab_opens_jupyterlab_on_the_notebooks(spawn, tmp_path):
+def test_lab_opens_jupyterlab_on_the_course_root(spawn, tmp_path):
     import socket
     import time
     import urllib.request
@@ -117,7 +117,7 @@ def test_lab_opens_jupyterlab_on_the_notebooks(spawn, tmp_path):
             time.sleep(0.3)
     assert server.poll() is None, server.stderr.read().decode()[-2000:]
     names = [item["name"] for item in json.loads(page)["content"]]
-    assert "README.md" in names  # the notebooks/ folder is the root JupyterLab shows
+    assert {"notebooks", "exercises", "README.md"} <= set(names)  # the course root: lessons and exercises
     server.terminate()
     server.wait(timeout=20)
 
