@@ -115,13 +115,9 @@ class LocalSshServer:
 
     def stop(self) -> None:
         """Stop the server and remove its keys; sessions still open end with it."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        from labkit.signals import terminate_child
+
+        terminate_child(self.process)
         self._scratch.cleanup()
 
     def _wait_listening(self, timeout_s: float) -> None:

@@ -375,13 +375,9 @@ class _Cpulimit:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()  # cpulimit continues the target before it exits
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        from labkit.signals import terminate_child
+
+        terminate_child(self.process)  # on SIGTERM cpulimit continues the target before it exits
 
 
 def _children_flag() -> str:

@@ -34,7 +34,7 @@ import psutil
 
 from labkit._multiplexer import tmux_socket  # noqa: F401  (public here: lessons use it)
 from labkit.errors import BadArgument, LabkitError, ToolMissing
-from labkit.signals import explain_exit_code
+from labkit.signals import explain_exit_code, terminate_child
 
 _LABKIT = f"{shlex.quote(sys.executable)} -m labkit"
 # One line per way of starting a job from a terminal. {name}: the job's name, also its pid
@@ -317,13 +317,7 @@ class _Reaper:
             deadline = time.monotonic() + 5.0
             while time.monotonic() < deadline and _live_children(self.process.pid):
                 time.sleep(0.05)
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate_child(self.process)
         os.close(self.report_fd)
 
 

@@ -221,3 +221,16 @@ def _wait_for_empty_group(pgid: int, started_after: float, timeout_s: float, pol
             return False
         time.sleep(poll_s)
     return True
+
+
+def terminate_child(proc, grace_s: float = 5.0) -> int:
+    """SIGTERM a child we started (a ``subprocess.Popen``), SIGKILL it after ``grace_s``; return its code."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
