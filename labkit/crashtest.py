@@ -117,7 +117,7 @@ def _save_careful(folder: Path, seq: int, payload: Payload) -> Path:
 def _save_naive(folder: Path, seq: int, payload: Payload) -> Path:
     path = final_path("naive", folder, seq)
     np.save(path, payload.stamp(seq))
-    unlink_quietly(final_path("naive", folder, seq - KEEP))
+    _prune("naive", folder, seq)
     return path
 
 
@@ -131,8 +131,14 @@ def _save_rename_no_fsync(folder: Path, seq: int, payload: Payload) -> Path:
     except BaseException:
         unlink_quietly(temp)  # an error (a full disk) cleans up; a SIGKILL cannot
         raise
-    unlink_quietly(final_path("rename-no-fsync", folder, seq - KEEP))
+    _prune("rename-no-fsync", folder, seq)
     return path
+
+
+def _prune(writer: str, folder: Path, seq: int) -> None:
+    # only once the new save is complete: deleting first would leave a window with nothing
+    if seq > KEEP:
+        unlink_quietly(final_path(writer, folder, seq - KEEP))
 
 
 _SAVERS = {"careful": _save_careful, "naive": _save_naive, "rename-no-fsync": _save_rename_no_fsync}
@@ -170,7 +176,7 @@ def verify_file(path: str | os.PathLike) -> int:
 
 def _verify_lkc(path: Path) -> int:
     ckpt = checkpoint.load(path)  # checks the magic, the length and the sha256
-    return int(ckpt.meta["seq"])
+    return int(ckpt.meta.get("seq", ckpt.step))  # a trainer's checkpoint has no seq of ours
 
 
 def _verify_npy(path: Path) -> int:

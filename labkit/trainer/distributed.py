@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -50,8 +51,12 @@ def launch(config, argv: list[str]) -> int:
 
     log = _LauncherLog(config.run_dir)
     pending = list(take_early_signals())  # a stop that came while we were starting still counts
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)  # any signal (a stop, SIGCHLD when a rank ends) wakes the loop at once
     for sig in FORWARDED:
         signal.signal(sig, lambda signum, frame: pending.append(signum))
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     address = "labkit-dist-" + secrets.token_hex(8)  # an abstract socket's name: no file to clean up
     env = {**os.environ, ENV_ADDRESS: address, ENV_KEY: secrets.token_hex(16)}
     ranks = [subprocess.Popen([sys.executable, "-m", "labkit.trainer", *argv, "--rank", str(rank)], env=env,
@@ -66,7 +71,8 @@ def launch(config, argv: list[str]) -> int:
         if all(code == 0 for code in codes):
             log.write("launcher: every rank exited 0")
             return 0
-        time.sleep(0.05)
+        if select.select([wake_read], [], [], 0.5)[0]:
+            os.read(wake_read, 512)
 
 
 def _rank_preexec() -> None:  # in each rank before exec: it must die with the launcher
