@@ -133,6 +133,8 @@ class LimitedProcess:
 
     def wait(self, timeout_s: float | None = None) -> int:
         """Wait for the command; return its shell-style exit code (137 for an OOM kill)."""
+        if self.returncode is not None:
+            return self.returncode  # asked again: the cgroup (and its OOM counter) is gone by now
         code = self.popen.wait(timeout=timeout_s)
         self.returncode = 128 - code if code < 0 else code
         self.oom_killed = (bool(self._group) and self._group.oom_kills() > self._oom_before) or \

@@ -51,6 +51,7 @@ def test_a_200m_cgroup_limit_oom_kills_a_600mb_allocation_and_says_so():
     allocate = [sys.executable, "-c", "a = bytearray(600 * 2**20)\nfor i in range(0, len(a), 4096): a[i] = 1"]
     run = run_limited(allocate, LimitSpec(memory_max=200 * 2**20), stdout=subprocess.DEVNULL)
     assert run.wait(60) == 137 and run.oom_killed
+    assert run.poll() == 137 and run.oom_killed  # asking again keeps the answer
     assert "OOM killer" in run.how_it_ended() and "200M" in run.how_it_ended()
     assert "cgroup" in str(run.applied[0])
     assert not leftover_cgroups()
