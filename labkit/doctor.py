@@ -96,6 +96,10 @@ def _platform_info() -> dict[str, object]:
     marks += [f"$container={os.environ['container']}"] if os.environ.get("container") else []
     marks += [f"PID 1's cgroup mentions {w}" for w in ("docker", "kubepods", "containerd", "lxc") if w in pid1_cgroup]
     marks += [f"PID 1 is {pid1}, not an init system"] if pid1 and pid1 not in ("systemd", "init") else []
+    marks += [f"a {hub} server (${var} is set)" for var, hub in (("BINDER_REQUEST", "Binder"),
+                                                                   ("BINDER_LAUNCH_HOST", "Binder"),
+                                                                   ("JUPYTERHUB_USER", "JupyterHub"))
+              if os.environ.get(var)][:1]
     return {"python": platform.python_version(), "os": platform.system(), "kernel_release": platform.release(),
             "machine": platform.machine(), "user": user, "euid": euid, "is_root": euid == 0,
             "in_container": bool(marks), "container_evidence": "; ".join(marks) or "no container markers found"}

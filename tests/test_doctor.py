@@ -260,3 +260,9 @@ def test_importing_doctor_pulls_in_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
     assert out.strip() == "[]"
+
+
+def test_a_jupyterhub_or_binder_server_is_named_as_the_container(monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    info = doctor._platform_info()
+    assert info["in_container"] and "a JupyterHub server ($JUPYTERHUB_USER is set)" in info["container_evidence"]
