@@ -55,3 +55,10 @@ def test_labkit_progress_lists_every_exercise_of_the_course(home, tmp_path):
     table = subprocess.run([sys.executable, "-m", "labkit", "progress", "--exercises", str(ROOT / "exercises")],
                            capture_output=True, text=True)
     assert "points from the visible checks" in table.stdout
+
+
+def test_a_notebook_run_under_another_name_shows_the_problem_instead_of_failing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checker = progress.CheckMyWork("02_sessions.ipynb")
+    assert checker.exercises == [] and "cannot read exercise notebook" in checker.problem
+    assert checker.check_all() == []
