@@ -27,11 +27,17 @@ def final_hash(run_dir: Path) -> str:
 
 
 def rank_pids(launcher: subprocess.Popen, world: int) -> list[int]:
-    wait_for(lambda: len(psutil.Process(launcher.pid).children()) == world, 10, f"{world} ranks")
-    ranks = {}
-    for child in psutil.Process(launcher.pid).children():
-        ranks[int(child.cmdline()[child.cmdline().index("--rank") + 1])] = child.pid
-    return [ranks[r] for r in range(world)]
+    def ranks() -> dict[int, int]:  # a child still between fork and exec has no --rank yet
+        found = {}
+        for child in psutil.Process(launcher.pid).children():
+            command = child.cmdline()
+            if "--rank" in command:
+                found[int(command[command.index("--rank") + 1])] = child.pid
+        return found
+
+    wait_for(lambda: len(ranks()) == world, 10, f"{world} ranks")
+    found = ranks()
+    return [found[r] for r in range(world)]
 
 
 def rank_logs(run_dir: Path, world: int) -> list[str]:
