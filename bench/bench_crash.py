@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from labkit import checkpoint, crashtest
+from labkit import crashtest
 
 STEP_TIME_S = 0.02
 # No periodic checkpoint (as in bench_stop.py): every stop must save, so it compares with the floor.
@@ -122,16 +122,7 @@ def stop_once(run_dir: Path, extra: list[str], rng: random.Random) -> float:
     return latency
 
 
-def measure_floor(run_dir: Path, repeats: int) -> tuple[list[float], int]:
-    ckpt = checkpoint.load(checkpoint.list_checkpoints(run_dir / "checkpoints")[0][1])
-    times = []
-    with tempfile.TemporaryDirectory(dir=run_dir) as folder:
-        for _ in range(repeats):
-            started = time.perf_counter()
-            path = checkpoint.save(folder, ckpt.step, ckpt.arrays, ckpt.meta)
-            times.append(time.perf_counter() - started)
-        size = path.stat().st_size
-    return times, size
+from bench_stop import measure_floor  # noqa: E402  (the same floor: save the stopped run's checkpoint alone)
 
 
 def measure_stops(root: Path, stops: int, extra: list[str], label: str, rng: random.Random) -> bool:
