@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -105,10 +106,15 @@ def stop_once(run_dir: Path, extra: list[str], rng: random.Random) -> float:
                 raise RuntimeError(f"the trainer in {run_dir} made no progress (exit code {proc.poll()})")
             time.sleep(0.005)
         time.sleep(rng.uniform(0, STEP_TIME_S))  # land anywhere inside a step
+        # A blocking wait: Popen.wait(timeout=...) polls with growing sleeps (0.5, 1, 2 ... 50 ms) and
+        # would round every latency up to its next poll; a watchdog covers a stop that never ends.
+        watchdog = threading.Timer(60, lambda: os.killpg(proc.pid, signal.SIGKILL))
+        watchdog.start()
         sent = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
+        code = proc.wait()
         latency = time.perf_counter() - sent
+        watchdog.cancel()
     finally:  # an error or Ctrl-C must not leave a 1000-epoch trainer (or its ranks) behind
         try:
             os.killpg(proc.pid, signal.SIGKILL)
