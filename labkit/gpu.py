@@ -9,8 +9,10 @@ however it exits. Where either is missing, the functions say why instead of fail
 from __future__ import annotations
 
 import ctypes
+import functools
 
 
+@functools.lru_cache(maxsize=1)  # the answer does not change while a process runs; panels ask twice a second
 def nvml_unavailable() -> str | None:
     """None if NVML answers here, else why not (one line)."""
     try:

@@ -12,11 +12,9 @@ garbage-collecting it or shutting the kernel down stops the trainer's whole proc
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import weakref
@@ -53,13 +51,6 @@ def _stop_groups(procs: list[tuple[subprocess.Popen, float]], grace_s: float = 2
 
 def _arm_parent_death_signal() -> None:  # in the child, before exec: no imports here
     set_parent_death_signal(signal.SIGKILL)  # the kernel died without atexit: take the run with it
-
-
-@functools.lru_cache(maxsize=1)
-def _NO_NVML() -> str | None:  # asked once: a panel redraws twice a second
-    from labkit.gpu import nvml_unavailable
-
-    return nvml_unavailable()
 
 
 class TrainerPanel:
@@ -246,7 +237,7 @@ class TrainerPanel:
 
     def gpu_memory_mib(self) -> int | None:
         """MiB of GPU memory the trainer holds now (0 once it exited); None where NVML is unavailable."""
-        if self.proc is None or _NO_NVML():
+        if self.proc is None:
             return None
         from labkit.gpu import process_gpu_memory
 

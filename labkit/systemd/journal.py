@@ -51,7 +51,8 @@ class Journal:
             handle.write(json.dumps(record) + "\n")
 
     def _write(self, text: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+        now = time.time()  # one reading: the seconds and the milliseconds must agree
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
         with self._lock, open(self.path, "a") as handle:
             handle.write(f"{stamp} {text}\n")
 

@@ -18,7 +18,6 @@ events and the service's output also go to a journal (``labkit unit logs NAME``)
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import resource
@@ -27,14 +26,12 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import psutil
 
 from labkit._prctl import become_subreaper, set_parent_death_signal
 from labkit.errors import BadArgument
-from labkit.signals import shell_exit_code
 from labkit.systemd.journal import Journal
 from labkit.systemd.service import ServiceSpec
 from labkit.systemd.unitfile import ExecCommand
@@ -120,15 +117,15 @@ class Supervisor:
                 return "failed"
             result, outcome = self._one_cycle()
             if self.stop_requested:
-                return self._finish(result, restart=False)
+                return self._finish(result)
             if not self._should_restart(result, outcome):
-                return self._finish(result, restart=False)
+                return self._finish(result)
             self.emit("restart", after_s=self.spec.restart_sec, result=result, restart=self.spec.restart,
                       attempt=len(self.starts))
             if self._sleep(self.spec.restart_sec):
-                return self._finish("success", restart=False)
+                return self._finish("success")
 
-    def _finish(self, result: str, restart: bool) -> str:
+    def _finish(self, result: str) -> str:
         if result == "success":
             self.emit("stopped", result=result)
             return "inactive"
@@ -440,11 +437,9 @@ class Supervisor:
 
 
 def _cgroup_mechanism(key: str, value: str) -> str:
-    try:
-        from labkit import limits  # noqa: F401  (lesson 04 adds it)
-    except ImportError:
-        return f"not applied: {key}= needs a cgroup; labkit.limits (lesson 04) is not available yet"
-    return "labkit.limits"
+    # The runner does not give the unit a cgroup of its own, so nothing enforces these here.
+    return (f"not applied: {key}={value} needs the unit's own cgroup, which only systemd gives it; "
+            "run the command under `labkit limit` (lesson 04) or the unit with --real")
 
 
 def _result_environment(result: str, outcome: Outcome | None) -> dict[str, str]:
