@@ -15,6 +15,13 @@ Per-submission time of grading is the time between consecutive recorded results 
 counted from the start), so it includes everything the grader does; the bare figure is one
 ``execute()`` call. Targets: grading overhead (median per submission, grade / bare - 1) < 10 %,
 and --jobs 2 speed-up (median batch time, jobs 1 / jobs 2) >= 1.7x.
+
+``--course``: the real course instead. The solutions of every lesson (00-06), graded as one
+student with --jobs 1, in each round: executed with bare nbclient (one fresh kernel per
+notebook), graded with every protection (the judge, the freezer, the sandbox user, PID and
+mount namespaces where root), and graded with the judge alone (no freezer, the grader's own
+user, no namespaces). Target: the protections add < 10 % to the student's wall time (median of
+rounds); the figures against bare nbclient show what the judge itself costs.
 """
 
 from __future__ import annotations
@@ -89,13 +96,62 @@ def graded(paths: list[Path], out: Path, jobs: int) -> tuple[list[float], float,
     return per, total, results
 
 
+def course(rounds: int) -> int:
+    """One student's whole course: bare nbclient, graded with and without the protections."""
+    from dataclasses import replace
+
+    from labkit.course.grade import GradeLimits, grade
+
+    lessons = sorted((ROOT / "solutions").glob("*.ipynb"))
+    walls: dict[str, list[float]] = {"bare": [], "protected": [], "judge only": []}
+    scores: dict[str, list[str]] = {"protected": [], "judge only": []}
+    protections = ""
+    top = Path(tempfile.mkdtemp(prefix="bench-grade-course-"))
+    try:
+        for number in range(rounds):
+            work = top / f"bare-{number}"
+            work.mkdir()
+            started = time.perf_counter()
+            bare(lessons, work, "graceful")
+            walls["bare"].append(time.perf_counter() - started)
+            for name, user, freeze in (("protected", "labkit-grader", True), ("judge only", None, False)):
+                started = time.perf_counter()
+                results = grade(lessons, top / f"{name}-{number}".replace(" ", "-"), jobs=1,
+                                limits=replace(GradeLimits(), freeze_student=freeze), sandbox_user=user,
+                                students={path: "student" for path in lessons})
+                walls[name].append(time.perf_counter() - started)
+                scores[name].append(" ".join(f"{r.notebook[:2]}:{r.score:g}/{r.max_score:g}" for r in results))
+                protections = protections or (results[0].protections if name == "protected" else "")
+            print(f"round {number + 1}: bare nbclient {walls['bare'][-1]:.1f} s, labkit grade with the protections "
+                  f"{walls['protected'][-1]:.1f} s, judge only {walls['judge only'][-1]:.1f} s", flush=True)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    median = {name: statistics.median(values) for name, values in walls.items()}
+    added = median["protected"] / median["judge only"] - 1
+    print(f"one student, {len(lessons)} notebooks, median of {rounds}: bare nbclient {median['bare']:.1f} s, "
+          f"judge only {median['judge only']:.1f} s ({median['judge only'] / median['bare']:.2f}x bare), with the "
+          f"protections {median['protected']:.1f} s ({median['protected'] / median['bare']:.2f}x bare)")
+    print(f"protections in force: {protections}")
+    print(f"scores with the protections: {scores['protected'][0]}")
+    full = all(s.split(":")[1].split("/")[0] == s.split("/")[1] for s in scores["protected"][0].split())
+    checks = [(f"the protections add {added * 100:+.1f} % to one student's wall time (target < 10 %)", added < 0.10),
+              ("every solution gets full marks with the protections", full),
+              ("same scores with and without the protections", scores["protected"] == scores["judge only"])]
+    for line, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {line}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--submissions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--course", action="store_true", help="grade the real course's solutions as one student")
     args = parser.parse_args(argv)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    if args.course:
+        return course(args.rounds)
     import jupyter_client
     import nbclient
 

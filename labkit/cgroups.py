@@ -79,6 +79,7 @@ class CgroupSet:
         deadline = time.monotonic() + timeout_s
         for folder in self.folders.values():
             while True:
+                _remove_children(folder)
                 try:
                     folder.rmdir()
                     break
@@ -147,11 +148,26 @@ def remove_stale(folder: Path, prefix: str) -> None:
 
 
 def discard(folder: Path) -> None:
-    """Remove an (empty) cgroup folder if possible."""
+    """Remove an (empty) cgroup folder, and the empty cgroups under it, if possible."""
+    _remove_children(folder)
     try:
         folder.rmdir()
     except OSError:
         pass
+
+
+def _remove_children(folder: Path) -> None:
+    """Remove the cgroups made under ``folder`` (a delegated one: by the workload), deepest first."""
+    try:
+        walk = list(os.walk(folder, topdown=False))
+    except OSError:
+        return
+    for parent, dirs, _ in walk:
+        for name in dirs:
+            try:
+                os.rmdir(os.path.join(parent, name))
+            except OSError:
+                pass
 
 
 def write(path: Path, text: str) -> bool:

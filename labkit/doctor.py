@@ -46,7 +46,8 @@ _TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 TOOL_NAMES: tuple[str, ...] = tuple(_TOOLS)
 CAPABILITY_NAMES: tuple[str, ...] = (
-    *TOOL_NAMES, "systemctl-user", "systemd-pid1", "cgroup", "cgroup-memory", "cgroup-cpu", "ptrace", "gpu")
+    *TOOL_NAMES, "systemctl-user", "systemd-pid1", "cgroup", "cgroup-memory", "cgroup-cpu", "ptrace",
+    "grading-sandbox", "gpu")
 
 _NO_SYSTEMD_HINT = "lesson 03 runs units under labkit's own supervisor, which follows systemd's documented semantics"
 _CGROUP_HINTS = {
@@ -313,6 +314,30 @@ def _ptrace() -> Capability:
     return Capability("ptrace", ok, f"{facts}: {why}", "" if ok else hint, "kernel")
 
 
+def _grading_sandbox() -> Capability:
+    """What ``labkit grade`` can put around student code here (see ``labkit/course/_isolation.py``)."""
+    import pwd
+
+    from labkit.course._isolation import DEFAULT_USER, namespaces_work
+
+    hint = ("labkit grade still runs the checks in its judge, apart from student code, but the student code runs "
+            "as the grader's own user without PID/mount namespaces: grade as root (a container) for a class you "
+            "do not trust; each gradebook row says what was missing")
+    if os.geteuid() != 0:
+        return Capability("grading-sandbox", False, "not root: no sandbox user, no PID or mount namespaces", hint,
+                          "kernel")
+    why = namespaces_work()
+    if why is not None:
+        return Capability("grading-sandbox", False, f"PID/mount namespaces refused: {why}", hint, "kernel")
+    try:
+        user = f"user {DEFAULT_USER} (uid {pwd.getpwnam(DEFAULT_USER).pw_uid})"
+    except KeyError:
+        user = f"user {DEFAULT_USER} (created by the first `labkit grade`)"
+    freezer = "cgroup freezer" if any(os.access(path, os.W_OK) for path in
+                                      ("/sys/fs/cgroup/freezer", "/sys/fs/cgroup/cgroup.procs")) else "no cgroup freezer"
+    return Capability("grading-sandbox", True, f"judge, {user}, PID and mount namespaces, {freezer}", "", "kernel")
+
+
 def _gpu(timeout_s: float) -> Capability:
     hint = "no GPU needed; GPU parts of lesson 06 are skipped"
     try:
@@ -372,6 +397,7 @@ def check(*, timeout_s: float = 3.0) -> Report:
         ("cgroup-memory", "kernel", lambda: _cgroup_controller("memory")),
         ("cgroup-cpu", "kernel", lambda: _cgroup_controller("cpu")),
         ("ptrace", "kernel", _ptrace),
+        ("grading-sandbox", "kernel", _grading_sandbox),
         ("gpu", "gpu", lambda: _gpu(timeout_s)),
     ]
     # the version commands are independent: side by side, doctor takes about as long as the slowest

@@ -18,7 +18,7 @@ from labkit import doctor
 EXPECTED_NAMES = [
     "tmux", "screen", "strace", "lsof", "gdb", "py-spy", "cpulimit", "prlimit", "taskset", "stress-ng",
     "systemd-analyze", "nohup", "setsid", "sshd", "systemctl-user", "systemd-pid1", "cgroup", "cgroup-memory",
-    "cgroup-cpu", "ptrace", "gpu",
+    "cgroup-cpu", "ptrace", "grading-sandbox", "gpu",
 ]
 PLATFORM_KEYS = {"python", "os", "kernel_release", "machine", "user", "euid", "is_root", "in_container",
                  "container_evidence"}
@@ -266,3 +266,11 @@ def test_a_jupyterhub_or_binder_server_is_named_as_the_container(monkeypatch):
     monkeypatch.setenv("JUPYTERHUB_USER", "alice")
     info = doctor._platform_info()
     assert info["in_container"] and "a JupyterHub server ($JUPYTERHUB_USER is set)" in info["container_evidence"]
+
+
+def test_the_grading_sandbox_is_reported_as_the_grader_would_find_it(monkeypatch):
+    from labkit import doctor as doctor_module
+
+    monkeypatch.setattr(doctor_module.os, "geteuid", lambda: 1000)
+    cap = doctor_module._grading_sandbox()
+    assert not cap.ok and "not root" in cap.detail and "gradebook row" in cap.hint

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from labkit.cgroups import own_folders
-from labkit.course import _cgroup, build
+from labkit.course import _cgroup, _isolation, build
 from labkit.course._gradebook import Gradebook, digest
 from labkit.course._merge import find_answers, load_lesson, notebook_to_run
 from labkit.course._run import TOKEN_VAR, _kernel_env, run_notebook
@@ -40,6 +40,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "grade"
 SOLUTIONS = FIXTURES / "solutions"
 SOLUTION = SOLUTIONS / "10_basics.ipynb"
 EXERCISE = FIXTURES / "exercises" / "10_basics.ipynb"
+ISOLATED = _isolation.plan("labkit-grader", [], []).uid is not None  #: root, namespaces: the full sandbox
 LIMITS = GradeLimits(cell_timeout_s=8, notebook_timeout_s=60, interrupt_grace_s=2, memory_max_bytes=256 * 2**20,
                      max_processes=64, address_space_max_bytes=2 * 2**30)
 
@@ -228,7 +229,10 @@ def test_a_kernel_that_kills_itself_is_reported_dead(batch):
 
 def test_a_kernel_that_kills_its_sandbox_dies_with_all_it_started(batch):
     parricide = batch[0]["parricide"]
-    assert (parricide.score, parricide.status) == (0, "kernel died in cell 3 (add_answer)")
+    if ISOLATED:  # its parent is the namespace's init, which SIGKILL from inside cannot touch
+        assert (parricide.score, parricide.status) == (0, "ok")
+    else:
+        assert (parricide.score, parricide.status) == (0, "kernel died in cell 3 (add_answer)")
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "3523"]]
 
 
@@ -247,7 +251,7 @@ def test_without_cgroups_the_sandbox_and_the_token_sweep_still_kill_everything(t
     paths = write_class(tmp_path, {student: CLASS[student] for student in ("forker", "parricide", "solution")})
     results = grade(paths, tmp_path / "graded", solutions_dir=SOLUTIONS, jobs=2, limits=LIMITS)
     statuses = {result.student: (result.score, result.status) for result in results}
-    assert statuses["parricide"] == (0, "kernel died in cell 3 (add_answer)")
+    assert statuses["parricide"] == ((0, "ok") if ISOLATED else (0, "kernel died in cell 3 (add_answer)"))
     assert statuses["solution"] == (10, "ok") and statuses["forker"][0] == 0
     assert not grader_processes()
 
@@ -386,12 +390,13 @@ def test_stopping_the_grader_leaves_a_whole_gradebook_and_no_process(tmp_path, s
     assert [(r.student, r.resumed, r.score) for r in rerun] == [("a-solution", True, 10), ("b-loop", False, 0)]
 
 
-def test_lesson_01_solution_gets_full_marks_its_exercise_zero_and_one_answer_its_points(tmp_path, capsys):
-    solution, exercise_ = ROOT / "solutions" / "01_signals.ipynb", ROOT / "exercises" / "01_signals.ipynb"
-    answer = next(c for c in json.loads(solution.read_text())["cells"] if c["id"] == "5408dd04")  # ex3_answer
+def test_a_real_lesson_through_the_command_line_gets_full_partial_and_zero_marks(tmp_path, capsys):
+    solution, exercise_ = ROOT / "solutions" / "00_welcome.ipynb", ROOT / "exercises" / "00_welcome.ipynb"
+    lesson = load_lesson(solution)
+    answer = lesson.answers["ex1_answer"]
     partial = json.loads(exercise_.read_text())
-    next(c for c in partial["cells"] if c["id"] == "5408dd04")["source"] = answer["source"]
-    partial_path = tmp_path / "submitted" / "ann" / "01_signals.ipynb"
+    next(c for c in partial["cells"] if c["id"] == answer.cell_id)["source"] = answer.source
+    partial_path = tmp_path / "submitted" / "ann" / "00_welcome.ipynb"
     partial_path.parent.mkdir(parents=True)
     partial_path.write_text(json.dumps(partial))
     parser = argparse.ArgumentParser()
@@ -399,15 +404,18 @@ def test_lesson_01_solution_gets_full_marks_its_exercise_zero_and_one_answer_its
     args = parser.parse_args([str(solution), str(exercise_), str(partial_path), "--out", str(tmp_path / "graded"),
                               "--jobs", "2", "--student", f"{solution}=instructor", "--student", f"{exercise_}=untouched"])
     assert main(args) == 0
-    rows = read_gradebook(tmp_path / "graded" / "gradebook.csv")
-    assert rows == [
-        {"student": "ann", "notebook": "01_signals", "score": "3", "max_score": "10", "status": "ok"},
-        {"student": "instructor", "notebook": "01_signals", "score": "10", "max_score": "10", "status": "ok"},
-        {"student": "untouched", "notebook": "01_signals", "score": "0", "max_score": "10", "status": "not answered"},
-    ]
-    assert "instructor 01_signals: 10/10 ok" in capsys.readouterr().out
-    assert (tmp_path / "graded" / "feedback" / "instructor" / "01_signals.html").is_file()
+    rows = {row["student"]: row for row in read_gradebook(tmp_path / "graded" / "gradebook.csv")}
+    full = _number(lesson.max_score)
+    ex1 = _number(sum(test.points for grade_id, test in lesson.tests.items() if grade_id.startswith("ex1_")))
+    assert [(rows[s]["score"], rows[s]["max_score"], rows[s]["status"]) for s in ("instructor", "ann", "untouched")] \
+        == [(full, full, "ok"), (ex1, full, "ok"), ("0", full, "not answered")]
+    assert f"instructor 00_welcome: {full}/{full} ok" in capsys.readouterr().out
+    assert (tmp_path / "graded" / "feedback" / "instructor" / "00_welcome.html").is_file()
     assert not grader_processes()
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(round(value, 4))
 
 
 # -- the parts, without kernels --------------------------------------------------------------------
@@ -455,8 +463,9 @@ def test_the_notebook_that_runs_is_the_solution_with_the_answers_put_in():
 
 def test_the_gradebook_regrades_a_changed_submission(tmp_path):
     book = Gradebook(tmp_path)
-    row = GradeResult("ann", "01_x", 2.5, 10, "ok").row()
-    assert row == {"student": "ann", "notebook": "01_x", "score": "2.5", "max_score": "10", "status": "ok"}
+    row = GradeResult("ann", "01_x", 2.5, 10, "ok", protections="judge").row()
+    assert row == {"student": "ann", "notebook": "01_x", "score": "2.5", "max_score": "10", "status": "ok",
+                   "protections": "judge"}
     book.record(row, digest(b"v1"))
     again = Gradebook(tmp_path)
     assert again.graded("ann", "01_x", digest(b"v1")) == row
@@ -525,25 +534,3 @@ def test_a_cgroup_lists_its_members_and_kills_them():
         sleeper.wait()
         groups.remove()
     assert not any(folder.exists() for folder in groups.folders.values())
-
-
-def test_lesson_02_solution_gets_full_marks_through_a_real_hangup_in_the_sandbox(tmp_path):
-    solution, exercise_ = ROOT / "solutions" / "02_sessions.ipynb", ROOT / "exercises" / "02_sessions.ipynb"
-    results = grade([solution, exercise_], tmp_path / "graded", students={solution: "instructor", exercise_: "untouched"})
-    assert [(r.student, r.score, r.max_score) for r in results] == [("instructor", 10, 10), ("untouched", 0, 10)]
-    assert not grader_processes()
-
-
-def test_lesson_03_solution_gets_full_marks_running_units_in_the_sandbox(tmp_path):
-    solution, exercise_ = ROOT / "solutions" / "03_systemd.ipynb", ROOT / "exercises" / "03_systemd.ipynb"
-    results = grade([solution, exercise_], tmp_path / "graded", students={solution: "instructor", exercise_: "untouched"})
-    assert [(r.student, r.score, r.max_score) for r in results] == [("instructor", 10, 10), ("untouched", 0, 10)]
-    assert not grader_processes()
-
-
-@pytest.mark.parametrize("lesson", ["04_limits", "05_diagnostics", "06_graceful_shutdown"])
-def test_lessons_04_to_06_solutions_get_full_marks_in_the_sandbox(tmp_path, lesson):
-    solution, exercise_ = ROOT / "solutions" / f"{lesson}.ipynb", ROOT / "exercises" / f"{lesson}.ipynb"
-    results = grade([solution, exercise_], tmp_path / "graded", students={solution: "instructor", exercise_: "untouched"})
-    assert [(r.student, r.score, r.max_score) for r in results] == [("instructor", 10, 10), ("untouched", 0, 10)]
-    assert not grader_processes()

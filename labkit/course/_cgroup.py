@@ -51,3 +51,58 @@ def create(name: str, memory_max_bytes: int | None, max_processes: int | None) -
                 result.limits.append(f"{max_processes} tasks (cgroup v2 pids)")
         result.folders[hierarchy] = child
     return result
+
+
+def student_freezer(groups: CgroupSet) -> CgroupSet:
+    """A child cgroup of the run's for the student kernel alone, where the run has a freezer
+    (cgroup v1 ``freezer``, or v2's ``cgroup.freeze``): the grader freezes the learner's
+    processes while the judge collects evidence, so nothing of theirs can write a file the
+    judge is about to read. Empty where no freezer is writable."""
+    result = CgroupSet()
+    for hierarchy, control in (("freezer", "freezer.state"), ("v2", "cgroup.freeze")):
+        parent = groups.folders.get(hierarchy)
+        if parent is None:
+            continue
+        child = parent / "student"
+        try:
+            child.mkdir(exist_ok=True)
+        except OSError:
+            continue
+        if (child / control).exists():
+            result.folders[hierarchy] = child
+            return result
+        discard(child)
+    return result
+
+
+def set_frozen(student: CgroupSet, frozen: bool, timeout_s: float = 2.0) -> bool:
+    """Freeze (or thaw) the student cgroup; True once the kernel reports it done."""
+    import time
+
+    v1, v2 = student.folders.get("freezer"), student.folders.get("v2")
+    if v1 is not None:
+        wanted = "FROZEN" if frozen else "THAWED"
+        if not write(v1 / "freezer.state", wanted):
+            return False
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if (v1 / "freezer.state").read_text().strip() == wanted:
+                    return True
+            except OSError:
+                return False
+            time.sleep(0.001)
+        return False
+    if v2 is not None:
+        if not write(v2 / "cgroup.freeze", "1" if frozen else "0"):
+            return False
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                events = (v2 / "cgroup.events").read_text()
+            except OSError:
+                return False
+            if f"frozen {int(frozen)}" in events:
+                return True
+            time.sleep(0.001)
+    return False

@@ -1,6 +1,7 @@
 """``DIR/gradebook.csv``: one row per submission, rewritten atomically after every grade.
 
-Columns: student, notebook, score, max_score, status (the public contract). Beside it,
+Columns: student, notebook, score, max_score, status (the public contract), then protections
+(what held the submission: the judge, the sandbox user, namespaces; and what was missing). Beside it,
 ``DIR/.gradebook-state.json`` records, for each row, a digest of the submission and of the
 solution it was graded against, so a rerun skips exactly what is already graded: a
 resubmitted notebook, a changed solution or a row whose grading failed on the grader's side
@@ -16,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-FIELDS = ("student", "notebook", "score", "max_score", "status")
+FIELDS = ("student", "notebook", "score", "max_score", "status", "protections")
 GRADER_ERROR = "grader error"  #: statuses starting so are the grader's failures: retried on rerun
 CSV_NAME = "gradebook.csv"
 STATE_NAME = ".gradebook-state.json"

@@ -31,6 +31,8 @@ from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from labkit.course import _cgroup
+from labkit.course._isolation import Isolation
+from labkit.course._relay import JudgeLink, StandIns, cell_roles
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -64,6 +66,7 @@ class GradeLimits:
     cpu_time_max_s: int | None = None  #: RLIMIT_CPU per process; None: twice the notebook timeout
     file_size_max_bytes: int | None = 2**30  #: RLIMIT_FSIZE: largest file a submission may write
     output_max_bytes: int = 2**20  #: output kept per cell (the grader's own memory); the rest is dropped
+    freeze_student: bool = True  #: freeze the learner's processes while a test cell runs (a cgroup freezer)
 
 
 @dataclass
@@ -86,8 +89,18 @@ class RunOutcome:
     seconds: float = 0.0
 
 
-async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits()) -> RunOutcome:
-    """Execute ``nb`` in place in a fresh sandboxed kernel and say how each code cell ended."""
+async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits(), isolation: Isolation | None = None,
+                       answer_names: dict[int, list[str]] | None = None) -> RunOutcome:
+    """Execute ``nb`` in place and say how each code cell ended: the answer cells in a fresh
+    sandboxed student kernel, the other cells in the judge (``_relay.cell_roles``).
+
+    Args:
+        isolation: the sandbox user, namespaces and hidden folders (``_isolation.plan``);
+            None: none of them (the judge still runs apart from the learner's code).
+        answer_names: for an answer cell's index, the names the solution's answer defines: the
+            ones brought into the judge after it (without: none).
+    """
+    import asyncio
     import subprocess
     import uuid
 
@@ -101,9 +114,22 @@ async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits()) ->
     work = top / "work"
     (work / "tmp").mkdir(parents=True)
     groups = _cgroup.create(token[:16], limits.memory_max_bytes, limits.max_processes)
-    km = AsyncKernelManager(kernel_spec_manager=_spec_manager(limits, groups, top / "sandbox.json"))
+    student_group = _cgroup.student_freezer(groups) if limits.freeze_student else _cgroup.Cgroups()
+    isolation = isolation or Isolation()
+    connected: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def on_connect(reader, writer) -> None:
+        if connected.done():
+            writer.close()  # one judge per run
+        else:
+            connected.set_result((reader, writer))
+
+    server = await asyncio.start_unix_server(on_connect, path=str(top / "judge.sock"), limit=2**26)
+    os.chmod(top / "judge.sock", 0o600)
+    km = AsyncKernelManager(kernel_spec_manager=_spec_manager(limits, groups, top, isolation, student_group))
     km.connection_file = str(top / "kernel.json")
-    outcome, kc, how = RunOutcome(), None, ("ok", None)
+    outcome, kc, link = RunOutcome(), None, None
+    how: tuple[str, Any] = ("ok", None)
     try:
         with open(top / "kernel.log", "wb") as log:
             try:
@@ -114,14 +140,27 @@ async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits()) ->
                 # closes the connection, which reconnects at once: the grader never decodes it.
                 kc.context.setsockopt(zmq.MAXMSGSIZE, 16 * limits.output_max_bytes)
                 kc.start_channels()
-                await kc.wait_for_ready(timeout=min(limits.startup_timeout_s, max(deadline - time.monotonic(), 1)))
+                startup = min(limits.startup_timeout_s, max(deadline - time.monotonic(), 1))
+                await kc.wait_for_ready(timeout=startup)
+                reader, writer = await asyncio.wait_for(connected, startup)
+                link = JudgeLink(reader, writer, km, kc, limits.interrupt_grace_s,
+                                 StandIns(top / "init-signals.jsonl") if isolation.uid is not None else None,
+                                 (lambda frozen: _cgroup.set_frozen(student_group, frozen))
+                                 if student_group.folders else None, limits.output_max_bytes)
+                await link.hello(startup)
+                await link.install_student_code(startup)
             except Exception as err:  # noqa: BLE001 - any failure to start is reported, not raised
-                how = ("start", f"{type(err).__name__}: {err}")
+                how = ("start", f"{type(err).__name__}: {err}" + _log_tail(top / "kernel.log"))
             else:
-                how = await _execute(nb, km, kc, limits, deadline, outcome)
+                how = await _execute(nb, km, kc, limits, deadline, outcome, link, answer_names or {})
     finally:
-        left, kernel_end = await _uncancellable(_stop(km, kc, groups, token, top))
+        if link is not None:
+            link.close()
+        server.close()
+        _cgroup.set_frozen(student_group, False)
+        left, kernel_end = await _uncancellable(_stop(km, kc, groups, token, top, student_group))
         notes = _notes(groups, limits, left)
+        student_group.remove()
         groups.remove()
         shutil.rmtree(top, ignore_errors=True)
     outcome.status = _status(how, kernel_end, notes, limits, nb)
@@ -130,18 +169,34 @@ async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits()) ->
     return outcome
 
 
-def _spec_manager(limits: GradeLimits, groups: _cgroup.Cgroups, status_file: Path):
+def _spec_manager(limits: GradeLimits, groups: _cgroup.Cgroups, top: Path, isolation: Isolation,
+                  student_group: _cgroup.Cgroups):
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
-    command = [sys.executable, "-I", "-S", str(_SANDBOX), "--status", str(status_file),
-               "--remove", str(status_file.parent)]
+    command: list[str] = [sys.executable, "-I", "-S", str(_SANDBOX), "--status", str(top / "sandbox.json"),
+               "--remove", str(top), "--top", str(top), "--judge", str(top / "judge.sock")]
+    if isolation.uid is not None:
+        command += ["--uid", str(isolation.uid), "--gid", str(isolation.gid)]
+        for folder in isolation.hide:
+            command += ["--hide", folder]
+        for folder in isolation.expose:
+            command += ["--expose", folder]
+        for hierarchy, group in groups.folders.items():
+            if hierarchy != "freezer":  # the freezer stays the grader's: a frozen learner cannot thaw
+                command += ["--delegate", str(group)]
+    for group in student_group.folders.values():
+        command += ["--student-cgroup", str(group)]
     cpu = limits.cpu_time_max_s or int(2 * limits.notebook_timeout_s) + 1
+    # RLIMIT_NPROC counts every task of the user, and silently: not where a pids cgroup counts the
+    # run's own, nor under the sandbox user, which every submission graded at once shares
+    nproc = None if isolation.uid is not None or any("tasks" in limit for limit in groups.limits) \
+        else limits.max_processes
     for option, value in (("--as", limits.address_space_max_bytes), ("--cpu", cpu),
-                          ("--fsize", limits.file_size_max_bytes), ("--nproc", limits.max_processes)):
+                          ("--fsize", limits.file_size_max_bytes), ("--nproc", nproc)):
         if value:
             command += [option, str(int(value))]
-    for folder in groups.folders.values():
-        command += ["--cgroup", str(folder)]
+    for group in groups.folders.values():
+        command += ["--cgroup", str(group)]
     # The grader's own Python and ipykernel (like nbval's --nbval-current-env), whatever
     # kernels are installed; no history file (a student could read another's).
     command += ["--", sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
@@ -154,6 +209,14 @@ def _spec_manager(limits: GradeLimits, groups: _cgroup.Cgroups, status_file: Pat
             return spec
 
     return OneSpec()
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return f" ({lines[-1][:300]})" if lines else ""
 
 
 def _kernel_env(work: Path, token: str) -> dict[str, str]:
@@ -179,53 +242,122 @@ def _kernel_env(work: Path, token: str) -> dict[str, str]:
     return env
 
 
-async def _execute(nb, km, kc, limits: GradeLimits, deadline: float, outcome: RunOutcome) -> tuple[str, Any]:
-    """Run the code cells in order; return how the run ended: (kind, cell index)."""
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    replies: dict[int, dict] = {}
-    cell_limit = [limits.cell_timeout_s]
-
-    def on_executed(cell, cell_index, execute_reply):
-        replies[cell_index] = execute_reply or {}
-
-    client = _capped_client_class()(nb, km=km, timeout_func=lambda cell: cell_limit[0], allow_errors=True,
-                                    interrupt_on_timeout=False, record_timing=False, on_cell_executed=on_executed)
-    client.kc = kc
-    client.output_max_bytes, client.output_bytes = limits.output_max_bytes, {}
-    first_timeout, count = None, 0
+async def _execute(nb, km, kc, limits: GradeLimits, deadline: float, outcome: RunOutcome, link: JudgeLink,
+                   answer_names: dict[int, list[str]]) -> tuple[str, Any]:
+    """Run the code cells in order, each where its role says; return how the run ended:
+    (kind, cell index). Test cells are scored from the judge's outcome only."""
+    roles = cell_roles(nb)
+    first_timeout, count = None, [0]
+    student = _StudentCells(nb, km, kc, limits)
     for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or not cell.source.strip():
+        role = roles.get(index, "skip")
+        if role == "skip":
             continue
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return "deadline", index
-        cell_limit[0] = max(min(limits.cell_timeout_s, remaining), 0.01)
-        count += 1
-        try:
-            await client.async_execute_cell(cell, index, execution_count=count)
-        except CellTimeoutError:
+        limit = max(min(limits.cell_timeout_s, remaining), 0.01)
+        if role in ("answer", "both"):
+            ended = await student.run(index, cell, limit, count)
+            if ended is not None:
+                if ended[0] != "timeout":
+                    return ended
+                first_timeout = index if first_timeout is None else first_timeout
+                if time.monotonic() >= deadline - 0.05:
+                    return "deadline", index
+            if role == "answer":
+                outcome.cells[index] = student.outcomes.get(index, CellOutcome(index, "timeout"))
+                names = answer_names.get(index, [])
+                if not await link.bind(names, max(deadline - time.monotonic(), 1.0)) and student.dead():
+                    return "died", index
+                continue
+        reply = await link.run(index, cell.source, max(min(limits.cell_timeout_s, deadline - time.monotonic()), 0.01))
+        cell.outputs = _judge_outputs(reply)
+        if reply.status in ("stuck", "gone"):  # the judge went silent: did the sandbox die under it?
+            if await student.dies_within(2.0):
+                return "died", index
+            return ("judge died", index) if reply.status == "gone" else ("stuck", index)
+        if reply.status == "timeout":
             outcome.cells[index] = CellOutcome(index, "timeout")
             if time.monotonic() >= deadline - 0.05:
                 return "deadline", index
             first_timeout = index if first_timeout is None else first_timeout
+            continue
+        outcome.cells[index] = CellOutcome(index, reply.status, reply.ename, reply.evalue)
+        if student.dead():
+            return "died", index
+    return ("timeout", first_timeout) if first_timeout is not None else ("ok", None)
+
+
+def _judge_outputs(reply) -> list:
+    from nbformat.v4 import new_output
+
+    outputs = [new_output("stream", name="stdout", text=reply.output)] if reply.output else []
+    if reply.dropped:
+        outputs.append(new_output("stream", name="stderr", text=reply.dropped))
+    if reply.status == "error":
+        outputs.append(new_output("error", ename=reply.ename, evalue=reply.evalue, traceback=[]))
+    return outputs
+
+
+class _StudentCells:
+    """The learner's side: cells run in the student kernel through nbclient, with timeouts."""
+
+    def __init__(self, nb, km, kc, limits: GradeLimits) -> None:
+        self.km, self.kc, self.limits = km, kc, limits
+        self.replies: dict[int, dict] = {}
+        self.outcomes: dict[int, CellOutcome] = {}
+        self.limit = [limits.cell_timeout_s]
+
+        def on_executed(cell, cell_index, execute_reply):
+            self.replies[cell_index] = execute_reply or {}
+
+        self.client = _capped_client_class()(nb, km=km, timeout_func=lambda cell: self.limit[0], allow_errors=True,
+                                             interrupt_on_timeout=False, record_timing=False,
+                                             on_cell_executed=on_executed)
+        self.client.kc = kc
+        self.client.output_max_bytes, self.client.output_bytes = limits.output_max_bytes, {}
+
+    def dead(self) -> bool:
+        return _sandbox_doomed(self.km)
+
+    async def dies_within(self, timeout_s: float) -> bool:
+        import asyncio
+
+        deadline = time.monotonic() + timeout_s
+        while not self.dead():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def run(self, index: int, cell, limit: float, count: list[int]) -> tuple[str, Any] | None:
+        """None when the cell ended (well or not); else how the run must end, or ("timeout", i)."""
+        from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+        self.limit[0] = limit
+        count[0] += 1
+        try:
+            await self.client.async_execute_cell(cell, index, execution_count=count[0])
+        except CellTimeoutError:
+            self.outcomes[index] = CellOutcome(index, "timeout")
             try:
-                await km.interrupt_kernel()
+                await self.km.interrupt_kernel()
             except Exception:  # noqa: BLE001 - the kernel went away meanwhile: it is stuck for us
                 return "stuck", index
-            if not await _answers_again(kc, min(limits.interrupt_grace_s, deadline - time.monotonic())):
+            if not await _answers_again(self.kc, self.limits.interrupt_grace_s):
                 return "stuck", index
-            continue
+            return "timeout", index
         except DeadKernelError:
-            if await km.is_alive():  # nbclient turns our task's cancellation into DeadKernelError
+            if await self.km.is_alive():  # nbclient turns our task's cancellation into DeadKernelError
                 import asyncio
 
                 raise asyncio.CancelledError() from None
             return "died", index
-        if _sandbox_doomed(km):  # the cell killed the sandbox: its reply can beat the kernel's death
+        if _sandbox_doomed(self.km):  # the cell killed the sandbox: its reply can beat the kernel's death
             return "died", index
-        outcome.cells[index] = _cell_outcome(index, cell, replies.get(index, {}))
-    return ("timeout", first_timeout) if first_timeout is not None else ("ok", None)
+        self.outcomes[index] = _cell_outcome(index, cell, self.replies.get(index, {}))
+        return None
 
 
 _SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
@@ -354,7 +486,8 @@ async def _uncancellable(coroutine):
     return task.result()
 
 
-async def _stop(km, kc, groups: _cgroup.Cgroups, token: str, top: Path) -> tuple[int, dict]:
+async def _stop(km, kc, groups: _cgroup.Cgroups, token: str, top: Path,
+                student_group: _cgroup.Cgroups) -> tuple[int, dict]:
     """End the sandbox and everything under it; return (survivors, how the kernel ended)."""
     import asyncio
 
@@ -369,7 +502,7 @@ async def _stop(km, kc, groups: _cgroup.Cgroups, token: str, top: Path) -> tuple
             process.kill()
             process.wait()
     clean = process is not None and process.returncode == 0
-    left = groups.kill() if groups.folders else 0
+    left = max(student_group.kill(), groups.kill()) if groups.folders else 0
     if not groups.folders or not clean:
         left = max(left, _kill_tagged(token))  # no cgroup, or the sandbox itself was killed
     if kc is not None:
@@ -468,6 +601,8 @@ def _status(how: tuple[str, Any], kernel_end: dict, notes: list[str], limits: Gr
         main = f"timeout in {where}: kernel killed, it ignored the interrupt"
     elif kind == "deadline":
         main = f"timeout in {where}: notebook over {limits.notebook_timeout_s:g} s"
+    elif kind == "judge died":  # the learner's code killed it: it runs as the same user
+        main = f"the checks' process (judge) was killed in {where}; the submission's code signalled it"
     else:
         main = f"kernel died in {where}{_death(kernel_end, notes)}"
     return "; ".join([main, *notes])

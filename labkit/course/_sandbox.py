@@ -37,6 +37,8 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 KILL_TIMEOUT_S = 5.0
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP}
+CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
 _LIMITS = {"--as": resource.RLIMIT_AS, "--cpu": resource.RLIMIT_CPU, "--fsize": resource.RLIMIT_FSIZE,
            "--nproc": resource.RLIMIT_NPROC}
 
@@ -46,22 +48,33 @@ class _Stop(Exception):
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, object], list[str]]:
-    """``--as N --cpu N --fsize N --nproc N --cgroup DIR... --status FILE --remove DIR -- CMD...``."""
+    """``--as N --cpu N --fsize N --nproc N --cgroup DIR... --status FILE --remove DIR
+    [--judge SOCKET] [--uid N --gid N] [--hide DIR]... [--expose DIR]... [--top DIR]
+    [--student-cgroup DIR]... [--delegate DIR]... -- CMD...``.
+
+    ``--student-cgroup``: cgroups the kernel (not the judge) moves on into, the grader's freezer;
+    ``--delegate``: cgroups handed to the sandbox user."""
     if "--" not in argv:
         raise SystemExit("usage: _sandbox.py [--as B] [--cpu S] [--fsize B] [--nproc N] "
                          "[--cgroup DIR]... [--status FILE] [--remove DIR] -- COMMAND...")
     cut = argv.index("--")
     options, command = argv[:cut], argv[cut + 1:]
-    parsed: dict[str, object] = {"cgroups": [], "status": None, "remove": None, "limits": {}}
+    parsed: dict[str, object] = {"cgroups": [], "status": None, "remove": None, "limits": {}, "judge": None,
+                                 "uid": None, "gid": None, "hide": [], "top": None, "expose": [],
+                                 "student-cgroup": [], "delegate": []}
     if len(options) % 2 or not command:
         raise SystemExit("_sandbox.py: every option takes one value, and a command must follow --")
     for name, value in zip(options[::2], options[1::2]):
         if name in _LIMITS:
             parsed["limits"][_LIMITS[name]] = int(value)  # type: ignore[index]
         elif name == "--cgroup":
-            parsed["cgroups"].append(value)  # type: ignore[union-attr]
-        elif name in ("--status", "--remove"):
+            parsed["cgroups"].append(value)  # type: ignore[attr-defined]
+        elif name in ("--status", "--remove", "--judge", "--top"):
             parsed[name[2:]] = value
+        elif name in ("--uid", "--gid"):
+            parsed[name[2:]] = int(value)
+        elif name in ("--hide", "--expose", "--student-cgroup", "--delegate"):
+            parsed[name[2:]].append(value)  # type: ignore[attr-defined]
         else:
             raise SystemExit(f"_sandbox.py: unknown option {name}")
     return parsed, command
@@ -88,9 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is for the kernel, not for us
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # no _Stop between fork and try
-    kernel = os.fork()
-    if kernel == 0:
-        _exec_kernel(libc, options, command)
+    isolated = options["uid"] is not None and os.geteuid() == 0 and libc.unshare(CLONE_NEWPID) == 0
+    if isolated:
+        kernel = os.fork()  # pid 1 of the new PID namespace: _init starts the judge and the kernel
+        if kernel == 0:
+            _init(libc, options, command)
+    else:
+        if options["judge"]:
+            _start_judge(libc, options, command[0], drop=False)
+        kernel = os.fork()
+        if kernel == 0:
+            _exec_kernel(libc, options, command)
     ended = None
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
@@ -104,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     except ChildProcessError:
         pass
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # nothing may interrupt the clean-up
+    if isolated:
+        _kill(kernel)  # init: the kernel ends every process of its namespace with it
     left = kill_descendants()
     if options["status"]:
-        _write_status(str(options["status"]), ended, left)
+        _write_status(str(options["status"]), ended, left, _kernel_end(options) if isolated else None)
     if not left and not _alive(parent):
         _clean_up_for(options)  # the grader died (PR_SET_PDEATHSIG): nobody else will
     return 3 if left else 0
@@ -127,7 +150,13 @@ def _alive(parent: int) -> bool:
 
 
 def _clean_up_for(options: dict[str, object]) -> None:
-    for folder in options["cgroups"]:  # type: ignore[union-attr]
+    for folder in _strings(options["cgroups"]):
+        for parent, dirs, _ in list(os.walk(folder, topdown=False)):  # the student's, the learner's own first
+            for name in dirs:
+                try:
+                    os.rmdir(os.path.join(parent, name))
+                except OSError:
+                    pass
         try:
             os.rmdir(folder)
         except OSError:
@@ -136,31 +165,10 @@ def _clean_up_for(options: dict[str, object]) -> None:
         shutil.rmtree(str(options["remove"]), ignore_errors=True)
 
 
-def _exec_kernel(libc, options: dict[str, object], command: list[str]) -> None:
+def _exec_kernel(libc, options: dict[str, object], command: list[str], drop: bool = False) -> None:
     """In the forked child: join the cgroups, apply the limits, exec the kernel. Never returns."""
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # a blocked mask survives exec
-        problems = []
-        for folder in options["cgroups"]:  # type: ignore[union-attr]
-            try:
-                with open(os.path.join(folder, "cgroup.procs"), "w") as handle:
-                    handle.write(str(os.getpid()))
-            except OSError as err:
-                problems.append(f"cannot join cgroup {folder}: {err.strerror}")
-        for which, value in options["limits"].items():  # type: ignore[union-attr]
-            if which == resource.RLIMIT_NPROC:
-                if os.getuid() == 0:
-                    continue  # root is never held to RLIMIT_NPROC; the pids cgroup does that
-                value += _tasks_of_user(os.getuid())  # the limit counts all the user's tasks
-            try:
-                resource.setrlimit(which, (value, value))
-            except (OSError, ValueError) as err:
-                problems.append(f"cannot set rlimit {which} to {value}: {err}")
-        for problem in problems:
-            os.write(2, f"labkit sandbox: {problem}\n".encode())
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the sandbox died: so does the kernel
+        _prepare_child(libc, options, drop, student=True)
         env = dict(os.environ)
         env["JPY_PARENT_PID"] = str(os.getppid())  # ipykernel exits when its parent (us) changes
         os.execvpe(command[0], command, env)
@@ -169,6 +177,243 @@ def _exec_kernel(libc, options: dict[str, object], command: list[str]) -> None:
             os.write(2, f"labkit sandbox: cannot start {command[0]}: {err}\n".encode())
         finally:
             os._exit(127)
+
+
+def _prepare_child(libc, options: dict[str, object], drop: bool, student: bool = False) -> None:
+    """Default signals, the cgroups (and for the kernel, ``student``, its freezer's), the sandbox
+    user (``drop``), the rlimits, death with the parent."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])  # a blocked mask survives exec
+    problems = []
+    joined = _strings(options["cgroups"]) + (_strings(options["student-cgroup"]) if student else [])
+    for folder in joined:
+        try:
+            with open(os.path.join(folder, "cgroup.procs"), "w") as handle:
+                handle.write(str(os.getpid()))
+        except OSError as err:
+            problems.append(f"cannot join cgroup {folder}: {err.strerror}")
+    if drop:
+        _drop_privileges(options)
+    for which, value in options["limits"].items():  # type: ignore[attr-defined]
+        if which == resource.RLIMIT_NPROC:
+            if os.getuid() == 0:
+                continue  # root is never held to RLIMIT_NPROC; the pids cgroup does that
+            value += _tasks_of_user(os.getuid())  # the limit counts all the user's tasks
+        try:
+            resource.setrlimit(which, (value, value))
+        except (OSError, ValueError) as err:
+            problems.append(f"cannot set rlimit {which} to {value}: {err}")
+    for problem in problems:
+        os.write(2, f"labkit sandbox: {problem}\n".encode())
+    # after the uid change, which clears it: the sandbox (or init) died, so does this
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _strings(value: object) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def _identity(options: dict[str, object]) -> tuple[int, int]:
+    uid = int(str(options["uid"]))
+    return uid, int(str(options["gid"])) if options["gid"] is not None else uid
+
+
+def _drop_privileges(options: dict[str, object]) -> None:
+    uid, gid = _identity(options)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)  # also makes this process non-dumpable until it execs
+
+
+def _start_judge(libc, options: dict[str, object], python: str, drop: bool) -> int:
+    """Connect to the grader's judge socket and start the judge with that connection."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(options["judge"]))
+    fd = sock.detach()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setpgid(0, 0)  # out of the kernel's group: an interrupt (SIGINT to the group) is not for the judge
+            _prepare_child(libc, options, drop)
+            os.set_inheritable(fd, True)
+            os.execv(python, [python, "-I", "-m", "labkit.course._judge", str(fd)])
+        except BaseException as err:  # noqa: BLE001 - a forked child must never return
+            try:
+                os.write(2, f"labkit sandbox: cannot start the judge: {err}\n".encode())
+            finally:
+                os._exit(127)
+    os.close(fd)
+    return pid
+
+
+def _init(libc, options: dict[str, object], command: list[str]) -> None:
+    """pid 1 of the sandbox's PID namespace. Never returns.
+
+    As root: a private mount namespace (fresh /proc; empty tmpfs over the temporary folder
+    but this run's own, over /dev/shm and /var/tmp, and read-only over every ``--hide``
+    folder), the run's folders and cgroups handed to the sandbox user, the judge and the
+    kernel started as that user. Then init becomes that user too (non-dumpable, so the
+    learner's code, running as the same user, can neither trace nor read it) and stays as
+    the namespace's recording stand-in for PID 1: it reaps orphans and writes every signal
+    it receives, with the sender, to ``init-signals.jsonl`` (a checked refusal to stop pid 1
+    rests on that record). When the kernel ends, init ends, and with it every process left
+    in the namespace.
+    """
+    try:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _isolate_mounts(libc, options)
+        top = str(options["top"])
+        record = os.open(os.path.join(top, "init-signals.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        end = os.open(os.path.join(top, "kernel-end.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        _delegate(options, command)
+        if options["judge"]:
+            _start_judge(libc, options, command[0], drop=True)
+        kernel = os.fork()
+        if kernel == 0:
+            _exec_kernel(libc, options, command, drop=True)
+        _drop_privileges(options)
+        _record_until_kernel_ends(kernel, record, end)
+    except BaseException as err:  # noqa: BLE001 - pid 1 must never return into main()
+        try:
+            os.write(2, f"labkit sandbox init: {type(err).__name__}: {err}\n".encode())
+        finally:
+            os._exit(126)
+    os._exit(0)
+
+
+def _record_until_kernel_ends(kernel: int, record: int, end: int) -> None:
+    catchable = set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, catchable)  # queued, even for a namespace's init
+    while True:
+        info = signal.sigtimedwait(catchable, 0.2)
+        if info is not None and info.si_signo != signal.SIGCHLD:
+            try:
+                name = signal.Signals(info.si_signo).name
+            except ValueError:
+                name = f"signal {info.si_signo}"
+            entry = {"signal": name, "from_pid": info.si_pid, "from_uid": info.si_uid, "t": time.time()}
+            os.write(record, (json.dumps(entry) + "\n").encode())
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                break
+            if pid == kernel:
+                os.write(end, json.dumps(_end_of(status)).encode())
+                return
+
+
+def _isolate_mounts(libc, options: dict[str, object]) -> None:
+    def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+        if libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                      data.encode() if data else None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    cwd = os.getcwd()
+    mount("none", "/", None, MS_REC | MS_PRIVATE)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    top = str(options["top"])
+    keep = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    temporary = os.path.dirname(top)
+    mount("tmpfs", temporary, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    os.makedirs(top, exist_ok=True)
+    mount(f"/proc/self/fd/{keep}", top, None, MS_BIND | MS_REC)
+    os.close(keep)
+    for shared in ("/dev/shm", "/var/tmp"):
+        if os.path.isdir(shared) and shared != temporary:
+            mount("tmpfs", shared, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    _make_reachable(mount, [str(path) for path in _strings(options["expose"])])
+    for folder in _strings(options["hide"]):
+        if os.path.isdir(folder):
+            mount("tmpfs", folder, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=16k,mode=755")
+    # The working folder, entered again through the new mounts: else it stays on the covered
+    # /tmp, and a rename between it and the same path by name fails with EXDEV.
+    os.chdir(cwd)
+
+
+def _make_reachable(mount, paths: list[str]) -> None:
+    """Let the sandbox user reach ``paths`` (the Python it runs, labkit) through folders it may not
+    enter, such as a Python under /root (0700): each such folder is covered, in this mount
+    namespace only, by an empty tmpfs (mode 0711) into which only the needed entries are bound
+    back. The rest of the folder (root's home) stays out of sight."""
+    needed: dict[str, set[str]] = {}
+    for path in paths:
+        parts = os.path.abspath(path).split(os.sep)[1:]
+        for depth in range(len(parts)):
+            parent = os.sep + os.sep.join(parts[:depth])
+            needed.setdefault(parent, set()).add(parts[depth])
+    for parent in sorted(needed, key=lambda folder: folder.count(os.sep) if folder != os.sep else 0):
+        try:
+            if os.stat(parent).st_mode & 0o001:
+                continue  # anyone may pass through already
+        except OSError:
+            continue
+        kept = {}
+        for child in needed[parent]:
+            try:
+                kept[child] = os.open(os.path.join(parent, child), os.O_PATH)
+            except OSError:
+                continue
+        mount("tmpfs", parent, "tmpfs", MS_NOSUID | MS_NODEV, "mode=711")
+        for child, fd in kept.items():
+            target = os.path.join(parent, child)
+            if os.path.isdir(f"/proc/self/fd/{fd}"):
+                os.mkdir(target)
+            else:
+                open(target, "w").close()
+            mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+            os.close(fd)
+
+
+def _delegate(options: dict[str, object], command: list[str]) -> None:
+    """Hand the run's work folder, connection file and cgroups to the sandbox user."""
+    uid, gid = _identity(options)
+    os.chmod(str(options["top"]), 0o711)  # the user may pass through to its work folder, no more
+    for folder, dirs, files in os.walk(os.getcwd()):
+        os.chown(folder, uid, gid)
+        for name in files:
+            os.chown(os.path.join(folder, name), uid, gid)
+    if "-f" in command:
+        os.chown(command[command.index("-f") + 1], uid, gid)  # the kernel's connection file
+    for folder in _strings(options["delegate"]):
+        os.chown(folder, uid, gid)  # delegated: the lessons make cgroups of their own under it
+        for name in ("cgroup.procs", "tasks", "cgroup.subtree_control", "cgroup.threads"):
+            if os.path.exists(os.path.join(folder, name)):
+                os.chown(os.path.join(folder, name), uid, gid)
+
+
+def _kernel_end(options: dict[str, object]) -> dict | None:
+    try:
+        with open(os.path.join(str(options["top"]), "kernel-end.json")) as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _end_of(status: int) -> dict:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        try:
+            return {"exit_code": None, "signal": signal.Signals(-code).name}
+        except ValueError:
+            return {"exit_code": None, "signal": f"signal {-code}"}
+    return {"exit_code": code, "signal": None}
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def _tasks_of_user(uid: int) -> int:
@@ -246,18 +491,13 @@ def _reap() -> None:
             return
 
 
-def _write_status(path: str, status: int | None, left: int) -> None:
+def _write_status(path: str, status: int | None, left: int, kernel_end: dict | None = None) -> None:
     # "stopped": the grader ended the kernel (SIGTERM to us); otherwise the kernel ended by itself
     info: dict[str, object] = {"left": left, "stopped": status is None, "exit_code": None, "signal": None}
-    if status is not None:
-        code = os.waitstatus_to_exitcode(status)
-        if code < 0:
-            try:
-                info["signal"] = signal.Signals(-code).name
-            except ValueError:
-                info["signal"] = f"signal {-code}"
-        else:
-            info["exit_code"] = code
+    if kernel_end:  # the kernel ran under init in a PID namespace: init recorded how it ended
+        info.update(exit_code=kernel_end.get("exit_code"), signal=kernel_end.get("signal"), stopped=False)
+    elif status is not None:
+        info.update(_end_of(status))
     try:
         with open(path, "w") as handle:
             json.dump(info, handle)

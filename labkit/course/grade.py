@@ -29,6 +29,8 @@ from typing import Any
 from labkit.course._gradebook import CSV_NAME, GRADER_ERROR, Gradebook, digest, read_gradebook
 from labkit.course._merge import (InvalidSubmission, Lesson, Submission, extra_cells, find_answers,
                                   load_lesson, notebook_to_run, read_submission, submissions_from)
+from labkit.course._isolation import DEFAULT_USER, Isolation, plan
+from labkit.course._relay import defined_names
 from labkit.course._run import GradeLimits, run_notebook
 from labkit.course.build import find_repo_root
 from labkit.errors import BadArgument, LabkitError
@@ -64,6 +66,7 @@ class GradeResult:
     tests: tuple[TestResult, ...] = ()
     seconds: float = 0.0
     resumed: bool = False  #: read from an earlier run's gradebook, not graded now
+    protections: str = ""  #: what held the submission (``_isolation.Isolation.describe``)
 
     @property
     def grader_error(self) -> bool:
@@ -73,14 +76,16 @@ class GradeResult:
     def row(self) -> dict[str, str]:
         """The gradebook.csv row."""
         return {"student": self.student, "notebook": self.notebook, "score": _number(self.score),
-                "max_score": "" if self.max_score is None else _number(self.max_score), "status": self.status}
+                "max_score": "" if self.max_score is None else _number(self.max_score), "status": self.status,
+                "protections": self.protections}
 
 
 def grade(submissions: Iterable[str | os.PathLike[str] | Submission], out_dir: str | os.PathLike[str], *,
           solutions_dir: str | os.PathLike[str] | None = None,
           students: Mapping[str | os.PathLike[str], str] | None = None, jobs: int = 1,
           limits: GradeLimits | None = None, regrade: bool = False, progress: bool = False,
-          on_result: Callable[[GradeResult], Any] | None = None) -> list[GradeResult]:
+          on_result: Callable[[GradeResult], Any] | None = None,
+          sandbox_user: str | None = DEFAULT_USER) -> list[GradeResult]:
     """Grade every submission; write the gradebook and the feedback pages under ``out_dir``.
 
     Args:
@@ -95,6 +100,8 @@ def grade(submissions: Iterable[str | os.PathLike[str] | Submission], out_dir: s
         regrade: grade again what the gradebook already holds.
         progress: show a progress bar on stderr (tqdm when installed).
         on_result: called with each result as it is recorded (skipped ones included).
+        sandbox_user: the unprivileged user student code runs as, created when missing (root
+            only; see ``_isolation.py``); None: the grader's own user, no namespaces.
 
     Returns:
         One result per submission, in the order given.
@@ -110,13 +117,33 @@ def grade(submissions: Iterable[str | os.PathLike[str] | Submission], out_dir: s
     if len({(sub.student, sub.notebook) for sub in todo}) < len(todo):
         raise BadArgument("two submissions have the same student and notebook; grade them separately")
     solutions = Path(solutions_dir) if solutions_dir is not None else find_repo_root() / "solutions"
+    isolation = _isolation_for(sandbox_user, solutions, Path(out_dir), [sub.path for sub in todo])
     coroutine = _grade_all(todo, Path(out_dir), solutions, limits or GradeLimits(), jobs, regrade,
-                           progress, on_result)
+                           progress, on_result, isolation)
     return _run_coroutine(coroutine)
 
 
+def _isolation_for(user: str | None, solutions: Path, out: Path, submissions: list[Path]) -> Isolation:
+    """Hide the solutions, the repository's tests, the gradebook and the submitted notebooks
+    from student code; keep labkit, the Python environment and the temporary folder visible."""
+    import tempfile
+
+    import labkit
+
+    hide = [solutions, out, *[path.parent for path in submissions]]
+    try:
+        root = find_repo_root()
+        hide += [root / "solutions", root / "tests"]
+    except LabkitError:
+        pass
+    out.mkdir(parents=True, exist_ok=True)
+    keep = [Path(labkit.__file__).parent, Path(sys.prefix), Path(sys.base_prefix), Path(tempfile.gettempdir())]
+    return plan(user, hide, keep)
+
+
 def grade_notebook(submission: str | os.PathLike[str], solution: str | os.PathLike[str], *,
-                   student: str = "", limits: GradeLimits | None = None) -> GradeResult:
+                   student: str = "", limits: GradeLimits | None = None,
+                   sandbox_user: str | None = DEFAULT_USER) -> GradeResult:
     """Grade one notebook against one solution and return the result; writes no files.
 
     Raises:
@@ -124,12 +151,15 @@ def grade_notebook(submission: str | os.PathLike[str], solution: str | os.PathLi
     """
     lesson = load_lesson(solution)
     sub = Submission(Path(submission), student, Path(submission).stem)
-    result, _ = _run_coroutine(_grade_one(sub, lesson, limits or GradeLimits()))
+    isolation = plan(sandbox_user, [Path(solution).parent, Path(submission).parent],
+                     [Path(__file__).parent.parent, Path(sys.prefix)])
+    result, _ = _run_coroutine(_grade_one(sub, lesson, limits or GradeLimits(), isolation))
     return result
 
 
 async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits: GradeLimits, jobs: int,
-                     regrade: bool, progress: bool, on_result: Callable[[GradeResult], Any] | None) -> list[GradeResult]:
+                     regrade: bool, progress: bool, on_result: Callable[[GradeResult], Any] | None,
+                     isolation: Isolation) -> list[GradeResult]:
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
@@ -154,7 +184,7 @@ async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits:
     async def one(number: int, sub: Submission, lesson: Lesson | str, submission_digest: str) -> None:
         async with slots:
             try:
-                result, feedback = await _grade_one(sub, lesson, limits)
+                result, feedback = await _grade_one(sub, lesson, limits, isolation)
             except Exception as err:  # noqa: BLE001 - a bug must not stop the class's grading
                 print(f"labkit grade: internal error grading {sub.path}:", file=sys.stderr)
                 traceback.print_exc()
@@ -179,11 +209,12 @@ async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits:
     return [results[number] for number in range(len(todo))]
 
 
-async def _grade_one(sub: Submission, lesson: Lesson | str, limits: GradeLimits) -> tuple[GradeResult, Any]:
+async def _grade_one(sub: Submission, lesson: Lesson | str, limits: GradeLimits,
+                     isolation: Isolation) -> tuple[GradeResult, Any]:
     from labkit.course.feedback import feedback_notebook
 
     started = time.monotonic()
-    base = GradeResult(sub.student, sub.notebook, 0.0, None, "", sub.path)
+    base = GradeResult(sub.student, sub.notebook, 0.0, None, "", sub.path, protections=isolation.describe())
     if isinstance(lesson, str):
         return replace(base, status=f"{GRADER_ERROR}: {lesson}"), None
     base = replace(base, max_score=lesson.max_score)
@@ -197,7 +228,8 @@ async def _grade_one(sub: Submission, lesson: Lesson | str, limits: GradeLimits)
         result = replace(base, status="not answered", tests=_not_run(lesson, "nothing was answered"))
     else:
         nb = notebook_to_run(lesson, answers)
-        outcome = await run_notebook(nb, limits)
+        names = {cell.index: defined_names(cell.source, imports=False) for cell in lesson.answers.values()}
+        outcome = await run_notebook(nb, limits, isolation, names)
         tests = _score(lesson, outcome, limits)
         result = replace(base, score=sum(test.points for test in tests), status=outcome.status, tests=tests)
     result = replace(result, seconds=time.monotonic() - started)
@@ -264,7 +296,7 @@ def _digest(sub: Submission, lesson: Lesson | str) -> str:
 def _from_row(row: Mapping[str, str], sub: Submission) -> GradeResult:
     max_score = float(row["max_score"]) if row["max_score"] else None
     return GradeResult(row["student"], row["notebook"], float(row["score"] or 0), max_score, row["status"],
-                       sub.path, resumed=True)
+                       sub.path, resumed=True, protections=row.get("protections", ""))
 
 
 def _number(value: float) -> str:
@@ -341,6 +373,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-max", type=_size, default=GradeLimits.memory_max_bytes, metavar="SIZE",
                         help="memory of one submission, all its processes (default 2G; cgroup when writable)")
     parser.add_argument("--regrade", action="store_true", help="grade again what the gradebook already holds")
+    parser.add_argument("--sandbox-user", default=DEFAULT_USER, metavar="NAME",
+                        help=f"unprivileged user student code runs as, created when missing (default {DEFAULT_USER}; "
+                             "'none': the grader's own user); needs root, else each row says what was missing")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -365,7 +400,8 @@ def main(args: argparse.Namespace) -> int:
 
     results = grade(args.submissions, args.out, solutions_dir=args.solutions,
                     students=_students(args.student, args.submissions), jobs=args.jobs, limits=limits,
-                    regrade=args.regrade, progress=show, on_result=report)
+                    regrade=args.regrade, progress=show, on_result=report,
+                    sandbox_user=None if args.sandbox_user.lower() in ("", "none") else args.sandbox_user)
     failed = [result for result in results if result.grader_error]
     graded = sum(1 for result in results if not result.resumed)
     print(f"{graded} graded, {len(results) - graded} already graded, {len(failed)} failed on the grader's "
@@ -373,8 +409,8 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _students(values: list[str], submissions: list[Path]) -> dict[str, str]:
-    names: dict[str, str] = {}
+def _students(values: list[str], submissions: list[Path]) -> dict[str | os.PathLike[str], str]:
+    names: dict[str | os.PathLike[str], str] = {}
     for value in values:
         path, sep, name = value.rpartition("=")
         if not sep:

@@ -10,6 +10,7 @@ Every check is recorded in ``$LABKIT_HOME/progress.json`` (atomically), which
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,7 +64,8 @@ def exercises_of(notebook: str | Path) -> list[dict]:
         cells = json.loads(path.read_text())["cells"]
     except (OSError, ValueError, KeyError) as err:
         raise BadArgument(f"cannot read exercise notebook {path}: {err}") from None
-    found, titles = [], {}
+    found: list[dict] = []
+    titles: dict[str, str] = {}
     for cell in cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         grade_id = meta.get("grade_id", "")
@@ -71,10 +73,22 @@ def exercises_of(notebook: str | Path) -> list[dict]:
         if cell["cell_type"] == "markdown" and grade_id.endswith("_task"):
             titles[grade_id[:-5]] = next((line.lstrip("# ") for line in source.splitlines() if line.strip()), "")
         if meta.get("grade") and cell["cell_type"] == "code":
-            exercise = grade_id.removesuffix("_tests")
-            found.append({"exercise": exercise, "points": meta.get("points", 0), "source": source,
-                          "title": titles.get(exercise, exercise)})
+            exercise = _exercise_of(grade_id)
+            check = {"grade_id": grade_id, "points": meta.get("points", 0), "source": source}
+            if found and found[-1]["exercise"] == exercise:
+                found[-1]["checks"].append(check)
+                found[-1]["points"] += check["points"]
+                found[-1]["source"] += "\n" + source
+            else:
+                found.append({"exercise": exercise, "points": check["points"], "source": source,
+                              "title": titles.get(exercise, exercise), "checks": [check]})
     return found
+
+
+def _exercise_of(grade_id: str) -> str:
+    """``ex2_status`` and ``ex2_tests`` belong to ``ex2``: one test cell per stated requirement."""
+    match = re.match(r"^(ex\d+)_", grade_id)
+    return match[1] if match else grade_id.removesuffix("_tests")
 
 
 class CheckMyWork:
@@ -131,13 +145,32 @@ class CheckMyWork:
 
 
 def _run_checks(lesson: str, exercise: dict) -> CheckResult:
-    """Run the checks' source in the user's namespace (IPython: magics work), capture what they print."""
+    """Run each requirement's visible checks in the user's namespace (IPython: magics work);
+    the exercise passes when every one does. Returns what they printed and the first failure."""
+    started = time.time()
+    seen, errors, hint, earned = [], [], "", 0.0
+    for check in exercise.get("checks") or [{"grade_id": exercise["exercise"], "points": exercise["points"],
+                                              "source": exercise["source"]}]:
+        printed, error, kind = _run_one(check["source"], check["grade_id"])
+        seen.append(printed)
+        if error:
+            errors.append(f"{check['grade_id']}: {error}")
+            hint = hint or _HINTS.get(kind, f"re-read the task: {exercise['title']}")
+        else:
+            earned += check["points"] or 0
+    passed = not errors
+    text = "\n".join(part for part in seen if part).strip()[-800:]
+    return CheckResult(lesson, exercise["exercise"], passed, exercise["points"], text, "\n".join(errors)[:1500],
+                       hint, started)
+
+
+def _run_one(source: str, name: str) -> tuple[str, str, str]:
+    """(what it printed, the error in words or "", the error's class name)."""
     import contextlib
     import io
 
-    started = time.time()
     buffer = io.StringIO()
-    error, hint = "", ""
+    error, kind = "", ""
     try:
         from IPython import get_ipython
 
@@ -147,18 +180,14 @@ def _run_checks(lesson: str, exercise: dict) -> CheckResult:
     with contextlib.redirect_stdout(buffer):
         try:
             if shell is not None:
-                code = shell.transform_cell(exercise["source"])
-                exec(compile(code, f"<checks of {exercise['exercise']}>", "exec"), shell.user_ns)  # noqa: S102
+                code = shell.transform_cell(source)
+                exec(compile(code, f"<checks of {name}>", "exec"), shell.user_ns)  # noqa: S102
             else:
-                exec(compile(exercise["source"], "<checks>", "exec"), {})  # noqa: S102
-            passed = True
+                exec(compile(source, "<checks>", "exec"), {})  # noqa: S102
         except Exception as err:  # a failed check, or a broken answer: both are the learner's to see
-            passed = False
             kind = type(err).__name__
             error = f"{kind}: {err}".strip()[:500]
-            hint = _HINTS.get(kind, f"re-read the task: {exercise['title']}")
-    seen = buffer.getvalue().strip()[-800:]
-    return CheckResult(lesson, exercise["exercise"], passed, exercise["points"], seen, error, hint, started)
+    return buffer.getvalue().strip(), error, kind
 
 
 def record(result: CheckResult) -> None:

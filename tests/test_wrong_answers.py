@@ -1,0 +1,181 @@
+"""The grading corpus: plausible wrong answers, each graded through the real ``labkit grade``.
+
+Every graded exercise of the course has at least two wrong answers in
+``tests/fixtures/wrong_answers/<lesson>/<name>.py``: what a student would really write, each
+breaking one requirement the exercise states. A file is the source of one answer cell,
+after a header that says which cell it replaces, which requirement it breaks and which test
+cells must fail::
+
+    # cell: ex1_answer
+    # breaks: 1. refuse pid 1 and this notebook's own process
+    # fails: ex1_refuses
+    def stop_gracefully(pid, grace_s=10.0):
+        ...
+
+The submission graded is the lesson's solution with that one cell replaced, so every other
+exercise must still get its full marks: the wrong answer costs only its own exercise, and at
+least the tests it names. Each lesson is graded once (its solution, its untouched exercise and
+all its wrong answers as one class, several kernels at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from labkit.course._merge import load_lesson
+from labkit.course.grade import GradeResult, grade, read_gradebook
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(__file__).parent / "fixtures" / "wrong_answers"
+LESSONS = sorted(path.stem for path in (ROOT / "solutions").glob("*.ipynb"))
+JOBS = int(os.environ.get("LABKIT_GRADE_JOBS", "4"))
+_HEADER = re.compile(r"^# (cell|breaks|fails): (.+)$")
+
+
+@dataclass(frozen=True)
+class WrongAnswer:
+    lesson: str
+    name: str
+    cell: str  #: the answer cell's grade_id
+    breaks: str  #: the requirement it breaks, in words
+    fails: tuple[str, ...]  #: test cells that must fail
+    source: str
+
+    @property
+    def exercise(self) -> str:
+        return self.cell.split("_")[0]
+
+    @property
+    def student(self) -> str:
+        return f"wrong-{self.name}"
+
+
+def read_corpus() -> list[WrongAnswer]:
+    found = []
+    for path in sorted(CORPUS.glob("*/*.py")):
+        lines = path.read_text().splitlines(keepends=True)
+        header: dict[str, str] = {}
+        while lines and (match := _HEADER.match(lines[0].rstrip("\n"))):
+            header[match[1]] = match[2].strip()
+            lines.pop(0)
+        assert {"cell", "breaks", "fails"} <= set(header), f"{path}: the header needs cell, breaks and fails"
+        fails = tuple(name.strip() for name in header["fails"].split(",") if name.strip())
+        found.append(WrongAnswer(path.parent.name, path.stem, header["cell"], header["breaks"], fails,
+                                 "".join(lines)))
+    return found
+
+
+CORPUS_ENTRIES = read_corpus()
+
+
+def submission_for(lesson: str, replace: dict[str, str] | None = None) -> dict:
+    """The lesson's solution notebook, with the answer cells named in ``replace`` rewritten."""
+    notebook = json.loads((ROOT / "solutions" / f"{lesson}.ipynb").read_text())
+    for cell in notebook["cells"]:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if replace and grade_id in replace:
+            cell["source"] = replace[grade_id]
+    return notebook
+
+
+class _Graded:
+    """Each lesson's class, graded once, on first use."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.results: dict[str, dict[str, GradeResult]] = {}
+
+    def lesson(self, lesson: str) -> dict[str, GradeResult]:
+        if lesson not in self.results:
+            self.results[lesson] = self._grade(lesson)
+        return self.results[lesson]
+
+    def _grade(self, lesson: str) -> dict[str, GradeResult]:
+        submitted = self.folder / lesson / "submitted"
+        paths = []
+        students = {"solution": submission_for(lesson),
+                    "untouched": json.loads((ROOT / "exercises" / f"{lesson}.ipynb").read_text())}
+        for wrong in CORPUS_ENTRIES:
+            if wrong.lesson == lesson:
+                students[wrong.student] = submission_for(lesson, {wrong.cell: wrong.source})
+        for student, notebook in students.items():
+            path = submitted / student / f"{lesson}.ipynb"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps(notebook))
+            paths.append(path)
+        out = self.folder / lesson / "graded"
+        results = grade(paths, out, jobs=JOBS)
+        rows = read_gradebook(out / "gradebook.csv")
+        assert sorted(row["student"] for row in rows) == sorted(students), "one gradebook row per submission"
+        return {result.student: result for result in results}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory) -> _Graded:
+    return _Graded(tmp_path_factory.mktemp("corpus"))
+
+
+def _points(result: GradeResult, exercise: str) -> tuple[float, float]:
+    tests = [test for test in result.tests if test.grade_id.split("_")[0] == exercise]
+    return sum(test.points for test in tests), sum(test.max_points for test in tests)
+
+
+def _exercises(lesson: str) -> list[str]:
+    return sorted({grade_id.split("_")[0] for grade_id in load_lesson(ROOT / "solutions" / f"{lesson}.ipynb").answers})
+
+
+def _report(result: GradeResult) -> str:
+    return f"{result.student} {result.notebook}: {result.score}/{result.max_score} ({result.status})\n" + "\n".join(
+        f"  {test.grade_id}: {test.points}/{test.max_points} {test.message[:300]}" for test in result.tests)
+
+
+def test_the_corpus_has_two_wrong_answers_per_exercise_and_45_in_all():
+    counts: dict[tuple[str, str], int] = {}
+    for wrong in CORPUS_ENTRIES:
+        assert wrong.lesson in LESSONS, f"{wrong.lesson}/{wrong.name}: no such lesson"
+        lesson = load_lesson(ROOT / "solutions" / f"{wrong.lesson}.ipynb")
+        assert wrong.cell in lesson.answers, f"{wrong.lesson}/{wrong.name}: no answer cell {wrong.cell}"
+        assert wrong.fails and set(wrong.fails) <= set(lesson.tests), \
+            f"{wrong.lesson}/{wrong.name}: fails names unknown test cells {wrong.fails}"
+        counts[wrong.lesson, wrong.exercise] = counts.get((wrong.lesson, wrong.exercise), 0) + 1
+    missing = [f"{lesson} {exercise}" for lesson in LESSONS for exercise in _exercises(lesson)
+               if counts.get((lesson, exercise), 0) < 2]
+    assert not missing, f"fewer than two wrong answers for: {', '.join(missing)}"
+    assert len(CORPUS_ENTRIES) >= 45
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_every_requirement_has_its_own_test_cell_with_points(lesson):
+    solution = load_lesson(ROOT / "solutions" / f"{lesson}.ipynb")
+    for exercise in _exercises(lesson):
+        tests = [test for grade_id, test in solution.tests.items() if grade_id.split("_")[0] == exercise]
+        assert len(tests) >= 2 and all(test.points for test in tests), \
+            f"{lesson} {exercise}: each stated requirement needs a test cell of its own, with points"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_the_solution_gets_full_marks_and_the_untouched_exercise_zero(graded, lesson):
+    results = graded.lesson(lesson)
+    solution, untouched = results["solution"], results["untouched"]
+    assert solution.score == solution.max_score and solution.status == "ok", _report(solution)
+    assert untouched.score == 0, _report(untouched)
+
+
+@pytest.mark.parametrize("wrong", CORPUS_ENTRIES, ids=[f"{w.lesson}/{w.name}" for w in CORPUS_ENTRIES])
+def test_a_wrong_answer_scores_less_than_full_on_its_exercise_only(graded, wrong):
+    result = graded.lesson(wrong.lesson)[wrong.student]
+    got, full = _points(result, wrong.exercise)
+    assert got < full, f"{wrong.breaks}: full marks for a wrong answer\n{_report(result)}"
+    by_id = {test.grade_id: test for test in result.tests}
+    passed = [name for name in wrong.fails if by_id[name].passed]
+    assert not passed, f"{wrong.breaks}: {passed} passed\n{_report(result)}"
+    for exercise in _exercises(wrong.lesson):
+        if exercise != wrong.exercise:
+            other, other_full = _points(result, exercise)
+            assert other == other_full, f"{wrong.name} cost points on {exercise}\n{_report(result)}"
