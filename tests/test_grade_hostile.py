@@ -238,3 +238,12 @@ def test_a_kill_of_every_process_it_may_signal_ends_only_its_own_submission(tmp_
 
 def test_nothing_of_any_submission_is_left_running(hostile):
     assert not grader_processes()
+
+
+def test_without_a_sandbox_user_the_judge_alone_still_grades_and_the_row_says_what_was_missing(tmp_path):
+    paths = [submit(tmp_path, "solution", {}), submit(tmp_path, "monkeypatch", {"run_answer": MONKEYPATCH})]
+    results = {r.student: r for r in grade(paths, tmp_path / "graded", solutions_dir=SOLUTIONS, jobs=2,
+                                           limits=LIMITS, sandbox_user=None)}
+    assert results["solution"].score == 4 and points(results["monkeypatch"], "run_completed") == 0
+    assert results["solution"].protections == "judge; missing: sandbox user and namespaces (no sandbox user asked for)"
+    assert not grader_processes()

@@ -62,3 +62,21 @@ def test_a_notebook_run_under_another_name_shows_the_problem_instead_of_failing(
     checker = progress.CheckMyWork("02_sessions.ipynb")
     assert checker.exercises == [] and "cannot read exercise notebook" in checker.problem
     assert checker.check_all() == []
+
+
+def test_requirement_cells_group_into_one_exercise_that_passes_only_when_all_do(tmp_path):
+    def cell(grade_id, source, points):
+        return {"cell_type": "code", "source": source, "metadata": {"nbgrader": {"grade": True, "grade_id": grade_id,
+                                                                                 "points": points}}}
+    task = {"cell_type": "markdown", "source": "## Exercise 1: a title",
+            "metadata": {"nbgrader": {"grade_id": "ex1_task"}}}
+    notebook = tmp_path / "99_demo.ipynb"
+    notebook.write_text(json.dumps({"cells": [task, cell("ex1_first", "print('seen first')", 1),
+                                              cell("ex1_second", "assert 1 == 2, 'the second is missing'", 2),
+                                              cell("ex2_tests", "pass", 1)]}))
+    exercises = progress.exercises_of(notebook)
+    assert [(e["exercise"], e["points"], e["title"]) for e in exercises] == \
+        [("ex1", 3, "Exercise 1: a title"), ("ex2", 1, "ex2")]
+    result = progress._run_checks("99_demo", exercises[0])
+    assert not result.passed and result.points == 3
+    assert "seen first" in result.seen and result.error == "ex1_second: AssertionError: the second is missing"
