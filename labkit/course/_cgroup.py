@@ -11,7 +11,7 @@ import os
 from labkit.cgroups import CgroupSet, discard, mib, own_folders, remove_stale, write
 
 Cgroups = CgroupSet  # the grader's name for it
-_WANTED_V1 = ("memory", "pids", "freezer")
+_WANTED_V1 = ("memory", "pids", "freezer", "cpu")  # cpu: delegated to the sandbox user, for lesson 04
 PREFIX = "labkit-grade-"
 
 

@@ -45,6 +45,17 @@ def cell_roles(nb) -> dict[int, str]:
     return roles
 
 
+def freezes(cell) -> bool:
+    """Whether the learner's processes are frozen while this cell runs in the judge (the default).
+
+    A check that watches something the answer left running (a throttle, ``cpulimit``, a
+    watchdog) says ``"labkit": {"freeze_student": false}`` in its cell metadata: the learner's
+    processes then run during that cell, and its evidence must rest on what they cannot forge
+    (``/proc``, the kernel's own accounting), not on files they could write.
+    """
+    return bool(cell.get("metadata", {}).get("labkit", {}).get("freeze_student", True))
+
+
 def defined_names(*sources: str, imports: bool = True) -> list[str]:
     """Top-level names the sources bind (assignments, defs, classes and, with ``imports``,
     imported modules), in order."""
@@ -133,11 +144,12 @@ class JudgeLink:
             return None
         return message if isinstance(message, dict) else None
 
-    async def run(self, index: int, source: str, timeout_s: float) -> JudgeReply:
-        """Run one cell in the judge, answering its calls into the student kernel."""
-        self._frozen(True)
+    async def run(self, index: int, source: str, timeout_s: float, freeze: bool = True) -> JudgeReply:
+        """Run one cell in the judge, answering its calls into the student kernel. ``freeze``:
+        the learner's processes are frozen but during those calls (see :func:`freezes`)."""
+        self._frozen(freeze)
         try:
-            return await self._run(index, source, timeout_s)
+            return await self._run(index, source, timeout_s, freeze)
         except ConnectionError:
             return JudgeReply("gone")
         finally:
@@ -147,7 +159,7 @@ class JudgeLink:
         if self.freeze is not None:
             self.freeze(frozen)
 
-    async def _run(self, index: int, source: str, timeout_s: float) -> JudgeReply:
+    async def _run(self, index: int, source: str, timeout_s: float, freeze: bool = True) -> JudgeReply:
         deadline = time.monotonic() + timeout_s
         await self._send({"op": "run", "index": index, "source": source, "timeout_s": timeout_s,
                           "output_max": self.output_max})
@@ -166,7 +178,7 @@ class JudgeLink:
                 try:
                     reply = await self._answer(message, deadline)
                 finally:
-                    self._frozen(True)
+                    self._frozen(freeze)
                 await self._send({"op": "result", "id": message.get("id"), **reply})
 
     async def bind(self, names: list[str], timeout_s: float) -> bool:
@@ -284,7 +296,25 @@ class StandIns:
         await asyncio.sleep(0.05)  # a signal sent just before the reply is recorded by now
         signals = [[1, entry["signal"]] for entry in self.received()[before:]]
         if ok:
-            return {"value": [None, "", signals, str(value)[:500], True]}
+            return {"value": [None, "", signals, _shown(value)[:500], True]}
         ename, evalue = value
         return {"value": [ename, evalue, signals, "", True]}
 
+
+
+def _shown(data: Any) -> str:
+    """A returned value as the learner would see it (the wire form decoded; references by name)."""
+    from labkit.course._wire import decode
+
+    try:
+        return repr(decode(data, lambda token, name, is_callable: _Named(name)))
+    except ValueError:
+        return "(unreadable)"
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"

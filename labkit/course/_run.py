@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.course import _cgroup
 from labkit.course._isolation import Isolation
-from labkit.course._relay import JudgeLink, StandIns, cell_roles
+from labkit.course._relay import JudgeLink, StandIns, cell_roles, freezes
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -271,7 +271,8 @@ async def _execute(nb, km, kc, limits: GradeLimits, deadline: float, outcome: Ru
                 if not await link.bind(names, max(deadline - time.monotonic(), 1.0)) and student.dead():
                     return "died", index
                 continue
-        reply = await link.run(index, cell.source, max(min(limits.cell_timeout_s, deadline - time.monotonic()), 0.01))
+        reply = await link.run(index, cell.source, max(min(limits.cell_timeout_s, deadline - time.monotonic()), 0.01),
+                               freezes(cell))
         cell.outputs = _judge_outputs(reply)
         if reply.status in ("stuck", "gone"):  # the judge went silent: did the sandbox die under it?
             if await student.dies_within(2.0):
