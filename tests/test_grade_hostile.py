@@ -112,14 +112,32 @@ attempt("tmp", lambda: sorted(os.listdir({tmp!r})))
 attempt("pids", lambda: [len(pids := [int(p) for p in os.listdir("/proc") if p.isdigit()]), max(pids)])
 attempt("init", lambda: "_sandbox.py" in cmdline(1))
 attempt("grader", lambda: "pytest" in cmdline({grader}))
-attempt("kill_grader", lambda: os.kill({grader}, signal.SIGTERM))
-attempt("kill_1", lambda: os.kill(1, signal.SIGTERM))
+if {isolated} and found["init"] is True:  # never outside the sandbox: the real grader, the real PID 1
+    attempt("kill_grader", lambda: os.kill({grader}, signal.SIGTERM))
+    attempt("kill_1", lambda: os.kill(1, signal.SIGTERM))
 attempt("uid", os.getuid)
 attempt("root", lambda: sorted(os.listdir("/root")))
 PROBE = found
 """
+WIRE = """PROBE = {"seen": "nothing"}
+
+
+class Evil:
+    def __repr__(self):
+        return "__import__('os').system('touch /tmp/labkit-pwned-by-wire')"
+
+
+class Deep:
+    def __repr__(self):
+        return "[" * 100000 + "]" * 100000
+
+
+# what the grader reads back from this kernel: a repr that would run code, or nest without end
+__labkit__["get"] = lambda name: Evil() if name == "PROBE" else Deep()
+"""
 KILL_ALL = """import os, signal
-os.kill(-1, signal.SIGKILL)  # every process this user may signal
+if "_sandbox.py" in open("/proc/1/cmdline").read():  # only ever inside the grader's PID namespace
+    os.kill(-1, signal.SIGKILL)  # every process this user may signal
 """
 
 
@@ -145,7 +163,8 @@ def hostile(tmp_path_factory):
     out = folder / "graded"
     probe = PROBE
     for name, value in (("solutions", repr(str(SOLUTIONS))), ("submitted", repr(str(folder / "submitted"))),
-                        ("out", repr(str(out))), ("tmp", repr(tempfile.gettempdir())), ("grader", str(os.getpid()))):
+                        ("out", repr(str(out))), ("tmp", repr(tempfile.gettempdir())), ("grader", str(os.getpid())),
+                        ("isolated", str(ISOLATED))):
         probe = probe.replace("{" + name + "!r}", value).replace("{" + name + "}", value)
     students = {
         "solution": {},
@@ -155,6 +174,7 @@ def hostile(tmp_path_factory):
         "daemon": {"run_answer": DAEMON},
         "no-guard": {"stop_answer": NO_GUARD},
         "probe": {"probe_answer": probe},
+        "wire": {"probe_answer": WIRE},
     }
     paths = [submit(folder, student, answers) for student, answers in students.items()]
     pid1 = psutil.Process(1).create_time()
@@ -186,6 +206,14 @@ def test_a_refusal_rests_on_what_the_stand_in_init_received_not_on_the_kernels_w
     assert points(result, "stop_works", "run_completed") == 3
 
 
+def test_values_read_back_from_the_student_kernel_are_literals_only(hostile):
+    result = hostile[0]["wire"]
+    assert result.status == "ok" and not Path("/tmp/labkit-pwned-by-wire").exists()
+    probe = next(test for test in result.tests if test.grade_id == "probe_report")
+    assert "NameError" in probe.message, "an unreadable value is not brought into the judge"
+    assert points(result, "run_completed") == 2
+
+
 def test_every_row_says_which_protections_held(hostile):
     results, out = hostile
     rows = read_gradebook(out / "gradebook.csv")
@@ -208,7 +236,8 @@ def test_student_code_cannot_read_solutions_submissions_or_the_gradebook(hostile
     assert seen["hidden"] == "FileNotFoundError"
     assert seen["fix"] in ([], "FileNotFoundError") and seen["book"] in ([], "FileNotFoundError"), seen
     assert seen["subs"] in ([], "FileNotFoundError"), seen
-    assert len(seen["tmp"]) == 1 and seen["tmp"][0].startswith("labkit-grade-"), "only its own run's folder"
+    runs = [name for name in seen["tmp"] if name.startswith("labkit-grade-")]
+    assert len(runs) == 1, f"only its own run's folder, not other submissions': {seen['tmp']}"
     assert seen["uid"] != 0
     assert seen["root"] in ("PermissionError", [".pyenv"], []), seen
 

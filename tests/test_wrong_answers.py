@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from labkit.course._merge import load_lesson
@@ -110,7 +111,10 @@ class _Graded:
             path.write_text(json.dumps(notebook))
             paths.append(path)
         out = self.folder / lesson / "graded"
+        init = psutil.Process(1).create_time()
         results = grade(paths, out, jobs=JOBS)
+        # no check, and no wrong answer, reached a process it did not start
+        assert psutil.Process(1).create_time() == init
         rows = read_gradebook(out / "gradebook.csv")
         assert sorted(row["student"] for row in rows) == sorted(students), "one gradebook row per submission"
         return {result.student: result for result in results}

@@ -254,10 +254,10 @@ class JudgeLink:
         result = content.get("user_expressions", {}).get("r", {})
         if result.get("status") != "ok":
             return False, [str(result.get("ename", "Error")), str(result.get("evalue", ""))[:10_000]]
-        try:
+        try:  # literals only: whatever the learner made of the value, nothing of it runs here
             text = ast.literal_eval(result["data"]["text/plain"])
             return True, json.loads(text) if isinstance(text, str) else None
-        except (KeyError, ValueError, SyntaxError, TypeError):
+        except (KeyError, ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
             return False, ["ValueError", "the learner's value could not be read"]
 
     def close(self) -> None:

@@ -321,12 +321,16 @@ def _isolate_mounts(libc, options: dict[str, object]) -> None:
     mount("none", "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     top = str(options["top"])
-    keep = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
     temporary = os.path.dirname(top)
+    # What must stay under the temporary folder once it is covered: this run's folder, and labkit
+    # or the environment when they live there (a repository cloned into /tmp)
+    inside = [top] + [path for path in _strings(options["expose"]) if path.startswith(temporary + os.sep)]
+    kept = {path: os.open(path, os.O_PATH) for path in sorted(set(inside), key=len) if os.path.isdir(path)}
     mount("tmpfs", temporary, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
-    os.makedirs(top, exist_ok=True)
-    mount(f"/proc/self/fd/{keep}", top, None, MS_BIND | MS_REC)
-    os.close(keep)
+    for path, fd in kept.items():
+        os.makedirs(path, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        os.close(fd)
     for shared in ("/dev/shm", "/var/tmp"):
         if os.path.isdir(shared) and shared != temporary:
             mount("tmpfs", shared, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
