@@ -39,15 +39,17 @@ class Isolation:
     expose: tuple[str, ...] = ()  #: folders made reachable through ones the user may not enter
     missing: tuple[str, ...] = field(default=())  #: protections not in force, and why
 
-    def describe(self) -> str:
-        """The gradebook's ``protections`` column: what held this submission."""
+    def describe(self, missing: list[str] | tuple[str, ...] = ()) -> str:
+        """The gradebook's ``protections`` column: what held this submission; ``missing``: what
+        this submission's own run lacked besides (the freezer, a cgroup limit)."""
         held = ["judge"]
         if self.uid is not None:
             held += [f"user {self.user} (uid {self.uid})", "pid+mount namespaces"]
             if self.hide:
                 held.append("solutions, tests, gradebook and submissions hidden")
         text = "; ".join(held)
-        return text + (f"; missing: {', '.join(self.missing)}" if self.missing else "")
+        lacking = [*self.missing, *missing]
+        return text + (f"; missing: {', '.join(lacking)}" if lacking else "")
 
 
 def sandbox_identity(user: str | None) -> tuple[int, int] | str:

@@ -140,6 +140,15 @@ def _reap(signum=None, frame=None) -> None:
         _REAPED[pid] = status
 
 
+def _patch_poll() -> None:
+    """``Popen.poll()`` bound the real ``os.waitpid`` as a default argument: give it ours."""
+    import subprocess
+
+    poll = subprocess.Popen._internal_poll  # type: ignore[attr-defined]
+    if poll.__defaults__:
+        poll.__defaults__ = tuple(_waitpid if value is _real_waitpid else value for value in poll.__defaults__)
+
+
 @contextlib.contextmanager
 def _reaping():
     _IN_CALL[0] = True
@@ -200,9 +209,16 @@ def run_cell(namespace: dict, source: str, index: int, timeout_s: float, output_
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     dumpable_off = no_dump()
+    fd = int(argv[0])
+    os.set_inheritable(fd, False)  # no process a check starts may write in the judge's name
+    # Processes the checks start must not import what the learner left in the working folder
+    # (``python -m labkit.trainer`` puts it first on sys.path) or in their own site folder.
+    os.environ["PYTHONSAFEPATH"] = "1"  # Python 3.11+
+    os.environ["PYTHONNOUSERSITE"] = "1"
     os.waitpid = _waitpid  # this process's own: see _reaping
+    _patch_poll()
     signal.signal(signal.SIGCHLD, _reap)
-    channel = Channel(socket.socket(fileno=int(argv[0])))
+    channel = Channel(socket.socket(fileno=fd))
     import builtins
 
     # the cells' own namespace: never this module's globals, which names from answers would shadow

@@ -117,6 +117,7 @@ class JudgeLink:
         self.info: dict[str, Any] = {}
         self.calls = 0
         self.gone = False  #: the judge closed the connection: it died
+        self.freeze_failures = 0  #: freezes or thaws the kernel did not confirm
 
     async def hello(self, timeout_s: float) -> dict[str, Any]:
         self.info = await self._receive(timeout_s) or {}
@@ -156,8 +157,8 @@ class JudgeLink:
             self._frozen(False)
 
     def _frozen(self, frozen: bool) -> None:
-        if self.freeze is not None:
-            self.freeze(frozen)
+        if self.freeze is not None and not self.freeze(frozen):
+            self.freeze_failures += 1
 
     async def _run(self, index: int, source: str, timeout_s: float, freeze: bool = True) -> JudgeReply:
         deadline = time.monotonic() + timeout_s

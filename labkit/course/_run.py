@@ -67,6 +67,7 @@ class GradeLimits:
     file_size_max_bytes: int | None = 2**30  #: RLIMIT_FSIZE: largest file a submission may write
     output_max_bytes: int = 2**20  #: output kept per cell (the grader's own memory); the rest is dropped
     freeze_student: bool = True  #: freeze the learner's processes while a test cell runs (a cgroup freezer)
+    work_max_bytes: int | None = 2**30  #: the run's working folder, a tmpfs of this size (with the namespaces)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class RunOutcome:
     status: str = "ok"
     grader_error: bool = False  #: the grader, not the submission, failed (kernel did not start)
     seconds: float = 0.0
+    missing: list[str] = field(default_factory=list)  #: protections this run lacked (see ``_isolation``)
 
 
 async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits(), isolation: Isolation | None = None,
@@ -116,17 +118,13 @@ async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits(), is
     groups = _cgroup.create(token[:16], limits.memory_max_bytes, limits.max_processes)
     student_group = _cgroup.student_freezer(groups) if limits.freeze_student else _cgroup.Cgroups()
     isolation = isolation or Isolation()
-    connected: asyncio.Future = asyncio.get_running_loop().create_future()
+    import socket
 
-    def on_connect(reader, writer) -> None:
-        if connected.done():
-            writer.close()  # one judge per run
-        else:
-            connected.set_result((reader, writer))
-
-    server = await asyncio.start_unix_server(on_connect, path=str(top / "judge.sock"), limit=2**26)
-    os.chmod(top / "judge.sock", 0o600)
-    km = AsyncKernelManager(kernel_spec_manager=_spec_manager(limits, groups, top, isolation, student_group))
+    # the judge's connection: one end here, the other inherited by the sandbox (never a socket
+    # file another process could connect to in the judge's place)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    km = AsyncKernelManager(kernel_spec_manager=_spec_manager(limits, groups, top, isolation, student_group,
+                                                              theirs.fileno()))
     km.connection_file = str(top / "kernel.json")
     outcome, kc, link = RunOutcome(), None, None
     how: tuple[str, Any] = ("ok", None)
@@ -134,15 +132,16 @@ async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits(), is
         with open(top / "kernel.log", "wb") as log:
             try:
                 await km.start_kernel(cwd=str(work), env=_kernel_env(work, token), stdin=subprocess.DEVNULL,
-                                      stdout=log, stderr=log)
+                                      stdout=log, stderr=log, pass_fds=[theirs.fileno()])
+                theirs.close()
                 kc = km.client()
                 # A message bigger than this (ipykernel sends all a flood printed in 0.2 s as one)
                 # closes the connection, which reconnects at once: the grader never decodes it.
                 kc.context.setsockopt(zmq.MAXMSGSIZE, 16 * limits.output_max_bytes)
-                kc.start_channels()
+                kc.start_channels(stdin=False)  # never read: a kernel could fill it
                 startup = min(limits.startup_timeout_s, max(deadline - time.monotonic(), 1))
                 await kc.wait_for_ready(timeout=startup)
-                reader, writer = await asyncio.wait_for(connected, startup)
+                reader, writer = await asyncio.open_unix_connection(sock=ours, limit=2**26)
                 link = JudgeLink(reader, writer, km, kc, limits.interrupt_grace_s,
                                  StandIns(top / "init-signals.jsonl") if isolation.uid is not None else None,
                                  (lambda frozen: _cgroup.set_frozen(student_group, frozen))
@@ -156,13 +155,15 @@ async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits(), is
     finally:
         if link is not None:
             link.close()
-        server.close()
+        ours.close()
+        theirs.close()
         _cgroup.set_frozen(student_group, False)
         left, kernel_end = await _uncancellable(_stop(km, kc, groups, token, top, student_group))
         notes = _notes(groups, limits, left)
         student_group.remove()
         groups.remove()
         shutil.rmtree(top, ignore_errors=True)
+    outcome.missing = _missing(limits, groups, student_group, isolation, link)
     outcome.status = _status(how, kernel_end, notes, limits, nb)
     outcome.grader_error = how[0] == "start"
     outcome.seconds = time.monotonic() - started
@@ -170,11 +171,11 @@ async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits(), is
 
 
 def _spec_manager(limits: GradeLimits, groups: _cgroup.Cgroups, top: Path, isolation: Isolation,
-                  student_group: _cgroup.Cgroups):
+                  student_group: _cgroup.Cgroups, judge_fd: int):
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
     command: list[str] = [sys.executable, "-I", "-S", str(_SANDBOX), "--status", str(top / "sandbox.json"),
-               "--remove", str(top), "--top", str(top), "--judge", str(top / "judge.sock")]
+               "--remove", str(top), "--top", str(top), "--judge-fd", str(judge_fd)]
     if isolation.uid is not None:
         command += ["--uid", str(isolation.uid), "--gid", str(isolation.gid)]
         for folder in isolation.hide:
@@ -182,8 +183,13 @@ def _spec_manager(limits: GradeLimits, groups: _cgroup.Cgroups, top: Path, isola
         for folder in isolation.expose:
             command += ["--expose", folder]
         for hierarchy, group in groups.folders.items():
-            if hierarchy != "freezer":  # the freezer stays the grader's: a frozen learner cannot thaw
+            # The freezer stays the grader's: a frozen learner cannot thaw. On v2 the freezer is a
+            # child of the run's folder, and whoever may write the run's cgroup.procs can move a
+            # process out of it: then the run's folder is not delegated either.
+            if hierarchy != "freezer" and not (hierarchy == "v2" and "v2" in student_group.folders):
                 command += ["--delegate", str(group)]
+        if limits.work_max_bytes:
+            command += ["--work-max", str(int(limits.work_max_bytes))]
     for group in student_group.folders.values():
         command += ["--student-cgroup", str(group)]
     cpu = limits.cpu_time_max_s or int(2 * limits.notebook_timeout_s) + 1
@@ -209,6 +215,21 @@ def _spec_manager(limits: GradeLimits, groups: _cgroup.Cgroups, top: Path, isola
             return spec
 
     return OneSpec()
+
+
+def _missing(limits: GradeLimits, groups: _cgroup.Cgroups, student_group: _cgroup.Cgroups,
+             isolation: Isolation, link: JudgeLink | None) -> list[str]:
+    """The run's own protections that were not in force, in words, for the gradebook row."""
+    missing = []
+    if limits.freeze_student and not student_group.folders:
+        missing.append("freezer (no writable cgroup freezer)")
+    elif link is not None and link.freeze_failures:
+        missing.append(f"freezer (failed {link.freeze_failures} times)")
+    if limits.max_processes and not any("tasks" in limit for limit in groups.limits) and isolation.uid is not None:
+        missing.append("process limit (no pids cgroup)")
+    if limits.memory_max_bytes and not any(limit.startswith("memory") for limit in groups.limits):
+        missing.append("memory limit for the whole submission (no memory cgroup; RLIMIT_AS per process only)")
+    return missing
 
 
 def _log_tail(path: Path) -> str:
@@ -419,10 +440,15 @@ def _capped_client_class():
             kind, content = msg["msg_type"], msg["content"]
             if kind in ("status", "execute_input", "clear_output"):
                 return super().process_message(msg, cell, cell_index)
-            if kind == "error":
+            if kind == "error":  # cut short, and counted like any output: errors can flood too
                 content["evalue"] = str(content.get("evalue", ""))[:10_000]
-                content["traceback"] = list(content.get("traceback", []))[-50:]
-                return super().process_message(msg, cell, cell_index)
+                content["traceback"] = [str(line)[:2_000] for line in list(content.get("traceback", []))[-50:]]
+                used = self.output_bytes.get(cell_index, 0) + _message_bytes(msg)
+                self.output_bytes[cell_index] = used
+                first = not any(out.get("output_type") == "error" for out in cell.outputs)
+                # the first error is always kept: the cell's outcome is read from it
+                return super().process_message(msg, cell, cell_index) if first or used <= self.output_max_bytes \
+                    else None
             used = self.output_bytes.get(cell_index, 0) + _message_bytes(msg)
             self.output_bytes[cell_index] = used
             if used <= self.output_max_bytes:
@@ -437,7 +463,8 @@ def _capped_client_class():
 
 def _message_bytes(msg: dict) -> int:
     content = msg.get("content", {})
-    size = len(str(content.get("text", "")))
+    size = len(str(content.get("text", ""))) + len(str(content.get("evalue", ""))) + \
+        sum(len(str(line)) for line in content.get("traceback", []) or [])
     data = content.get("data")
     if isinstance(data, dict):
         size += sum(len(str(value)) for value in data.values())

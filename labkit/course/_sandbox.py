@@ -49,7 +49,7 @@ class _Stop(Exception):
 
 def parse_args(argv: list[str]) -> tuple[dict[str, object], list[str]]:
     """``--as N --cpu N --fsize N --nproc N --cgroup DIR... --status FILE --remove DIR
-    [--judge SOCKET] [--uid N --gid N] [--hide DIR]... [--expose DIR]... [--top DIR]
+    [--judge-fd FD] [--uid N --gid N] [--hide DIR]... [--expose DIR]... [--top DIR]
     [--student-cgroup DIR]... [--delegate DIR]... -- CMD...``.
 
     ``--student-cgroup``: cgroups the kernel (not the judge) moves on into, the grader's freezer;
@@ -59,9 +59,9 @@ def parse_args(argv: list[str]) -> tuple[dict[str, object], list[str]]:
                          "[--cgroup DIR]... [--status FILE] [--remove DIR] -- COMMAND...")
     cut = argv.index("--")
     options, command = argv[:cut], argv[cut + 1:]
-    parsed: dict[str, object] = {"cgroups": [], "status": None, "remove": None, "limits": {}, "judge": None,
+    parsed: dict[str, object] = {"cgroups": [], "status": None, "remove": None, "limits": {}, "judge-fd": None,
                                  "uid": None, "gid": None, "hide": [], "top": None, "expose": [],
-                                 "student-cgroup": [], "delegate": []}
+                                 "student-cgroup": [], "delegate": [], "work-max": None}
     if len(options) % 2 or not command:
         raise SystemExit("_sandbox.py: every option takes one value, and a command must follow --")
     for name, value in zip(options[::2], options[1::2]):
@@ -69,9 +69,9 @@ def parse_args(argv: list[str]) -> tuple[dict[str, object], list[str]]:
             parsed["limits"][_LIMITS[name]] = int(value)  # type: ignore[index]
         elif name == "--cgroup":
             parsed["cgroups"].append(value)  # type: ignore[attr-defined]
-        elif name in ("--status", "--remove", "--judge", "--top"):
+        elif name in ("--status", "--remove", "--top"):
             parsed[name[2:]] = value
-        elif name in ("--uid", "--gid"):
+        elif name in ("--uid", "--gid", "--judge-fd", "--work-max"):
             parsed[name[2:]] = int(value)
         elif name in ("--hide", "--expose", "--student-cgroup", "--delegate"):
             parsed[name[2:]].append(value)  # type: ignore[attr-defined]
@@ -83,6 +83,8 @@ def parse_args(argv: list[str]) -> tuple[dict[str, object], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     """Start the kernel under the limits, supervise it, leave nothing behind."""
     options, command = parse_args(sys.argv[1:] if argv is None else argv)
+    if options["judge-fd"] is not None:
+        os.set_inheritable(int(str(options["judge-fd"])), False)  # for the judge alone, not the kernel
     try:
         os.setsid()
     except OSError:
@@ -106,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         kernel = os.fork()  # pid 1 of the new PID namespace: _init starts the judge and the kernel
         if kernel == 0:
             _init(libc, options, command)
+        if options["judge-fd"] is not None:
+            os.close(int(str(options["judge-fd"])))  # init has it; the judge alone will keep it
     else:
-        if options["judge"]:
+        if options["judge-fd"] is not None:
             _start_judge(libc, options, command[0], drop=False)
         kernel = os.fork()
         if kernel == 0:
@@ -227,12 +231,12 @@ def _drop_privileges(options: dict[str, object]) -> None:
 
 
 def _start_judge(libc, options: dict[str, object], python: str, drop: bool) -> int:
-    """Connect to the grader's judge socket and start the judge with that connection."""
-    import socket
+    """Start the judge on the grader's end of the socket pair (``--judge-fd``), then close it here.
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(str(options["judge"]))
-    fd = sock.detach()
+    The connection is inherited, never looked up by name: no other process, not even one of the
+    same user, can connect in the judge's place.
+    """
+    fd = int(str(options["judge-fd"]))
     pid = os.fork()
     if pid == 0:
         try:
@@ -245,7 +249,8 @@ def _start_judge(libc, options: dict[str, object], python: str, drop: bool) -> i
                 os.write(2, f"labkit sandbox: cannot start the judge: {err}\n".encode())
             finally:
                 os._exit(127)
-    os.close(fd)
+    os.close(fd)  # the kernel, started next, must not inherit it
+    options["judge-fd"] = None
     return pid
 
 
@@ -269,7 +274,7 @@ def _init(libc, options: dict[str, object], command: list[str]) -> None:
         record = os.open(os.path.join(top, "init-signals.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         end = os.open(os.path.join(top, "kernel-end.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         _delegate(options, command)
-        if options["judge"]:
+        if options["judge-fd"] is not None:
             _start_judge(libc, options, command[0], drop=True)
         kernel = os.fork()
         if kernel == 0:
@@ -338,6 +343,9 @@ def _isolate_mounts(libc, options: dict[str, object]) -> None:
     for folder in _strings(options["hide"]):
         if os.path.isdir(folder):
             mount("tmpfs", folder, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=16k,mode=755")
+    if options["work-max"]:  # the working folder: a tmpfs of its own, so no submission fills the disk
+        mount("tmpfs", cwd, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(str(options['work-max']))},mode=700")
+        os.mkdir(os.path.join(cwd, "tmp"))  # $TMPDIR
     # The working folder, entered again through the new mounts: else it stays on the covered
     # /tmp, and a rename between it and the same path by name fails with EXDEV.
     os.chdir(cwd)

@@ -133,7 +133,7 @@ def _isolation_for(user: str | None, solutions: Path, out: Path, submissions: li
     hide = [solutions, out, *[path.parent for path in submissions]]
     try:
         root = find_repo_root()
-        hide += [root / "solutions", root / "tests"]
+        hide += [root / "solutions", root / "tests", root / ".git"]  # .git: every solution in its history
     except LabkitError:
         pass
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,10 @@ async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits:
                 result, feedback = GradeResult(sub.student, sub.notebook, 0.0, None,
                                                f"{GRADER_ERROR}: {type(err).__name__}: {err}", sub.path), None
         # Rendering and writing happen in the writer thread while the next kernel starts.
-        await loop.run_in_executor(writer, _record, book, out, result, feedback, submission_digest)
+        try:
+            await loop.run_in_executor(writer, _record, book, out, result, feedback, submission_digest)
+        except OSError as err:  # a full disk: this row is lost (and graded again next run), not the class
+            print(f"labkit grade: cannot record {sub.student} {sub.notebook}: {err}", file=sys.stderr)
         results[number] = result
         bar.update(1)
         if on_result:
@@ -231,7 +234,8 @@ async def _grade_one(sub: Submission, lesson: Lesson | str, limits: GradeLimits,
         names = {cell.index: defined_names(cell.source, imports=False) for cell in lesson.answers.values()}
         outcome = await run_notebook(nb, limits, isolation, names)
         tests = _score(lesson, outcome, limits)
-        result = replace(base, score=sum(test.points for test in tests), status=outcome.status, tests=tests)
+        result = replace(base, score=sum(test.points for test in tests), status=outcome.status, tests=tests,
+                         protections=isolation.describe(outcome.missing))
     result = replace(result, seconds=time.monotonic() - started)
     return result, feedback_notebook(result, lesson, answers, extra_cells(lesson, data))
 
