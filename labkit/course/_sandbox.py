@@ -295,19 +295,10 @@ def _record_until_kernel_ends(kernel: int, record: int, end: int) -> None:
     while True:
         info = signal.sigtimedwait(catchable, 0.2)
         if info is not None and info.si_signo != signal.SIGCHLD:
-            try:
-                name = signal.Signals(info.si_signo).name
-            except ValueError:
-                name = f"signal {info.si_signo}"
-            entry = {"signal": name, "from_pid": info.si_pid, "from_uid": info.si_uid, "t": time.time()}
+            entry = {"signal": _signal_name(info.si_signo), "from_pid": info.si_pid, "from_uid": info.si_uid,
+                     "t": time.time()}
             os.write(record, (json.dumps(entry) + "\n").encode())
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                break
+        for pid, status in _reaped():  # orphans of the namespace, and at last the kernel
             if pid == kernel:
                 os.write(end, json.dumps(_end_of(status)).encode())
                 return
@@ -414,11 +405,15 @@ def _kernel_end(options: dict[str, object]) -> dict | None:
 def _end_of(status: int) -> dict:
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
-        try:
-            return {"exit_code": None, "signal": signal.Signals(-code).name}
-        except ValueError:
-            return {"exit_code": None, "signal": f"signal {-code}"}
+        return {"exit_code": None, "signal": _signal_name(-code)}
     return {"exit_code": code, "signal": None}
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _kill(pid: int) -> None:
@@ -494,13 +489,20 @@ def kill_descendants(timeout_s: float = KILL_TIMEOUT_S) -> int:
 
 
 def _reap() -> None:
+    for _ in _reaped():
+        pass
+
+
+def _reaped():
+    """(pid, wait status) of each child that has ended, without waiting for more."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        yield pid, status
 
 
 def _write_status(path: str, status: int | None, left: int, kernel_end: dict | None = None) -> None:
