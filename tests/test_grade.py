@@ -281,6 +281,19 @@ def test_output_beyond_the_cap_is_dropped():
     assert nb.cells[1].outputs[0]["text"] == "next\n"
 
 
+def test_a_flood_of_errors_is_cut_to_the_cap_too():
+    flood = ("kernel = get_ipython().kernel\nparent = kernel.get_parent('shell')\nfor _ in range(300):\n"
+             "    kernel.session.send(kernel.iopub_socket, 'error', {'ename': 'ValueError', 'evalue': 'v' * 200_000,"
+             " 'traceback': ['x' * 200_000]}, parent=parent)")
+    answer = nbformat.v4.new_code_cell(flood, metadata={"nbgrader": {"solution": True, "grade_id": "flood"}})
+    nb = nbformat.v4.new_notebook(cells=[answer, nbformat.v4.new_code_cell("print('next')")])
+    outcome = asyncio.run(run_notebook(nb, GradeLimits(output_max_bytes=100_000)))
+    assert outcome.status == "ok"
+    kept = json.dumps(nb.cells[0].outputs)  # the grader's own memory: what it kept of the flood
+    assert len(kept) < 100_000 + 150_000 and kept.count('"ValueError"') < 15
+    assert nb.cells[1].outputs[0]["text"] == "next\n"
+
+
 def test_unreadable_notebooks_are_reported_not_fatal(batch):
     results, _ = batch
     assert results["invalid-json"].status.startswith("invalid notebook: not JSON (")

@@ -104,6 +104,7 @@ def cmdline(pid):
 # short keys and values: the report travels in a test's failure message (400 characters)
 attempt("sol", lambda: sorted(os.listdir(root / "solutions")))
 attempt("tests", lambda: sorted(os.listdir(root / "tests")))
+attempt("git", lambda: sorted(os.listdir(root / ".git")) if (root / ".git").is_dir() else [])
 attempt("hidden", lambda: "BEGIN HIDDEN" in (root / "solutions" / "01_signals.ipynb").read_text())
 attempt("fix", lambda: sorted(os.listdir({solutions!r})))
 attempt("subs", lambda: sorted(os.listdir({submitted!r})))
@@ -118,6 +119,21 @@ if {isolated} and found["init"] is True:  # never outside the sandbox: the real 
 attempt("uid", os.getuid)
 attempt("root", lambda: sorted(os.listdir("/root")))
 PROBE = found
+"""
+PLANTED = r"""import json, pathlib
+# a labkit of its own in the working folder, for the checks' `python -m labkit.trainer` to find first
+fake = {"status": "completed", "epoch": 1, "global_step": 20, "loss": 0.5, "weights_sha256": "0" * 64}
+(RUNS / "run").mkdir(parents=True, exist_ok=True)
+(RUNS / "run" / "final.json").write_text(json.dumps(fake))
+trainer = pathlib.Path("labkit/trainer")
+trainer.mkdir(parents=True, exist_ok=True)
+pathlib.Path("labkit/__init__.py").write_text("")
+(trainer / "__init__.py").write_text("")
+(trainer / "__main__.py").write_text(
+    "import pathlib, sys\n"
+    "folder = pathlib.Path(sys.argv[sys.argv.index('--run-dir') + 1])\n"
+    "folder.mkdir(parents=True, exist_ok=True)\n"
+    f"(folder / 'final.json').write_text({json.dumps(fake)!r})\n")
 """
 WIRE = """PROBE = {"seen": "nothing"}
 
@@ -175,6 +191,7 @@ def hostile(tmp_path_factory):
         "no-guard": {"stop_answer": NO_GUARD},
         "probe": {"probe_answer": probe},
         "wire": {"probe_answer": WIRE},
+        "planted": {"run_answer": PLANTED},
     }
     paths = [submit(folder, student, answers) for student, answers in students.items()]
     pid1 = psutil.Process(1).create_time()
@@ -188,7 +205,7 @@ def test_the_solution_gets_every_point_but_the_probe(hostile):
     assert results["solution"].score == 4 and results["solution"].max_score == 5, results["solution"].tests
 
 
-@pytest.mark.parametrize("student", ["monkeypatch", "builtins", "forged", "daemon"])
+@pytest.mark.parametrize("student", ["monkeypatch", "builtins", "forged", "daemon", "planted"])
 def test_replacing_checks_builtins_or_forging_evidence_earns_nothing(hostile, student):
     results, _ = hostile
     result = results[student]
@@ -232,7 +249,7 @@ def _probe(hostile) -> dict:
 @needs_isolation
 def test_student_code_cannot_read_solutions_submissions_or_the_gradebook(hostile):
     seen = _probe(hostile)
-    assert seen["sol"] == [] and seen["tests"] == [], seen
+    assert seen["sol"] == [] and seen["tests"] == [] and seen["git"] == [], seen
     assert seen["hidden"] == "FileNotFoundError"
     assert seen["fix"] in ([], "FileNotFoundError") and seen["book"] in ([], "FileNotFoundError"), seen
     assert seen["subs"] in ([], "FileNotFoundError"), seen
