@@ -92,7 +92,9 @@ class Channel:
     def guarded(self, token: str, target: int | str, args: tuple, kwargs: dict, timeout_s: float):
         from labkit.course.standin import GuardedCall
 
-        plain_args, plain_kwargs = _plain(args, kwargs)
+        from labkit.course._wire import encode_args
+
+        plain_args, plain_kwargs = encode_args(args, kwargs)
         payload = base64.b64encode(pickle.dumps((target, plain_args, plain_kwargs))).decode()
         # the same call with pid 1 first, for the grader's recording init (see _relay.StandIns)
         payload_init = base64.b64encode(pickle.dumps(([1, *plain_args], plain_kwargs))).decode()
@@ -157,12 +159,6 @@ def _reaping():
         yield
     finally:
         _IN_CALL[0] = False
-
-
-def _plain(args: tuple, kwargs: dict) -> tuple[list, dict]:
-    from labkit.course._wire import encode_args
-
-    return encode_args(args, kwargs)
 
 
 def no_dump() -> bool:

@@ -123,20 +123,22 @@ def grade(submissions: Iterable[str | os.PathLike[str] | Submission], out_dir: s
     return _run_coroutine(coroutine)
 
 
-def _isolation_for(user: str | None, solutions: Path, out: Path, submissions: list[Path]) -> Isolation:
+def _isolation_for(user: str | None, solutions: Path, out: Path | None, submissions: list[Path]) -> Isolation:
     """Hide the solutions, the repository's tests, the gradebook and the submitted notebooks
     from student code; keep labkit, the Python environment and the temporary folder visible."""
     import tempfile
 
     import labkit
 
-    hide = [solutions, out, *[path.parent for path in submissions]]
+    hide = [solutions, *[path.parent for path in submissions]]
     try:
         root = find_repo_root()
         hide += [root / "solutions", root / "tests", root / ".git"]  # .git: every solution in its history
     except LabkitError:
         pass
-    out.mkdir(parents=True, exist_ok=True)
+    if out is not None:  # the gradebook and the feedback: created now, so there is a folder to hide
+        out.mkdir(parents=True, exist_ok=True)
+        hide.append(out)
     keep = [Path(labkit.__file__).parent, Path(sys.prefix), Path(sys.base_prefix), Path(tempfile.gettempdir())]
     return plan(user, hide, keep)
 
@@ -151,8 +153,7 @@ def grade_notebook(submission: str | os.PathLike[str], solution: str | os.PathLi
     """
     lesson = load_lesson(solution)
     sub = Submission(Path(submission), student, Path(submission).stem)
-    isolation = plan(sandbox_user, [Path(solution).parent, Path(submission).parent],
-                     [Path(__file__).parent.parent, Path(sys.prefix)])
+    isolation = _isolation_for(sandbox_user, Path(solution).parent, None, [Path(submission)])
     result, _ = _run_coroutine(_grade_one(sub, lesson, limits or GradeLimits(), isolation))
     return result
 
