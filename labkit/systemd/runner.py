@@ -161,7 +161,7 @@ class Supervisor:
             return
         left = self._alive(left)
         self._signal(left, self.spec.final_kill_signal, "processes left after the main one (FinalKillSignal=)")
-        self._wait_gone(left, time.monotonic() + 5.0)
+        self._wait_gone(left, time.monotonic() + self.spec.timeout_stop)  # systemd's final-sigkill waits as long
 
     def _start(self) -> tuple[str, Outcome | None]:
         for command in self.spec.commands["ExecStartPre"]:
@@ -244,7 +244,7 @@ class Supervisor:
             return True
         left = self.unit_processes() if self.spec.kill_mode == "mixed" else self._alive(targets)
         self._signal(left, self.spec.final_kill_signal, f"TimeoutStopSec={self.spec.timeout_stop:g}s elapsed")
-        self._wait_gone(left, time.monotonic() + 5.0)
+        self._wait_gone(left, time.monotonic() + self.spec.timeout_stop)  # stop-sigkill: TimeoutStopSec= again
         return True
 
     def _kill_targets(self, main: int | None) -> list[int]:
