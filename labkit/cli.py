@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_unit_arguments(unit)
 
+    real = sub.add_parser("systemd", help="start, stop and find a real systemd user manager where systemd is not PID 1")
+    from labkit.systemd.commands import add_manager_arguments
+
+    add_manager_arguments(real)
+
     monitor = sub.add_parser("monitor", help="sample a process tree's CPU, memory, threads and I/O")
     from labkit.monitor import add_arguments as add_monitor_arguments
 
@@ -200,6 +205,10 @@ def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
         from labkit.systemd.commands import main as unit_main
 
         return unit_main(args)
+    if args.command == "systemd":
+        from labkit.systemd.commands import manager_main
+
+        return manager_main(args)
     if args.command == "monitor":
         from labkit.monitor import main as monitor_main
 

@@ -154,11 +154,11 @@ def find_tool(name: str) -> str | None:
     return found
 
 
-def _run(argv: list[str], timeout_s: float) -> tuple[int | None, str]:
+def _run(argv: list[str], timeout_s: float, env: dict[str, str] | None = None) -> tuple[int | None, str]:
     """Run *argv* and return (exit code, stdout + stderr); (None, reason) if it did not finish."""
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-                              timeout=timeout_s, env={**os.environ, "LC_ALL": "C"})
+                              timeout=timeout_s, env={**(os.environ if env is None else env), "LC_ALL": "C"})
     except subprocess.TimeoutExpired:  # run() has already killed and reaped it
         return None, f"no answer within {timeout_s:g} s"
     except OSError as exc:
@@ -188,16 +188,25 @@ def _systemd_pid1() -> Capability:
 
 
 def _systemctl_user(timeout_s: float) -> Capability:
+    """Does a user manager answer: the login's own, or one labkit started (``labkit systemd start``)?
+    If none does, can labkit start one here, and if not, why."""
+    from labkit.systemd import manager
+
     hint = f"{_NO_SYSTEMD_HINT}; where systemd is PID 1, a login (or `loginctl enable-linger`) starts a user manager"
     if (path := find_tool("systemctl")) is None:
         return Capability("systemctl-user", False, "systemctl not found on PATH", hint, "tool")
-    code, out = _run([path, "--user", "show-environment"], timeout_s)
+    ours = manager.find()
+    code, out = _run([path, "--user", "show-environment"], timeout_s, env=manager.user_environment())
     if code == 0:
-        _, state = _run([path, "--user", "is-system-running"], timeout_s)  # exits non-zero when "degraded"
-        return Capability("systemctl-user", True, f"user manager answers (state: {state or 'unknown'})", "", "tool")
+        whose = f"labkit's (pid {ours.pid}, `labkit systemd env` for a shell)" if ours else "the login's"
+        return Capability("systemctl-user", True, f"a user manager answers: {whose}", "", "tool")
     why = f"`systemctl --user` says: {out.splitlines()[-1] if out else f'exit code {code}'}"
+    cannot = manager.why_cannot_start()
+    if cannot is None:
+        return Capability("systemctl-user", False, f"no user manager runs, and `labkit systemd start` can start "
+                          f"one (systemd is not PID 1 here; {why})", "labkit systemd start", "tool")
     if not _systemd_pid1().ok:
-        why = f"systemd is not PID 1, so no user manager runs; {why}"
+        why = f"systemd is not PID 1, so no user manager runs, and labkit cannot start one: {cannot}; {why}"
     return Capability("systemctl-user", False, why, hint, "tool")
 
 

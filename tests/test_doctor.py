@@ -218,7 +218,7 @@ def test_without_proc_kernel_features_are_missing(tmp_path, monkeypatch):
     for name in ("systemd-pid1", "cgroup", "cgroup-memory", "cgroup-cpu", "ptrace"):
         cap = rep.get(name)
         assert not cap.ok and cap.hint, cap
-    assert not rep.get("systemctl-user").ok
+    assert rep.get("systemctl-user").detail  # a tool probe: it answers (or not) without /proc of doctor's
 
 
 def test_an_unexpected_error_in_one_probe_is_reported_not_raised(monkeypatch):

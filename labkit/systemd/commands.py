@@ -118,3 +118,58 @@ def _timer(args: argparse.Namespace) -> int:
     for line in describe_timer(args.what, args.iterations, datetime.now().astimezone()):
         print(line)
     return 0
+
+
+def add_manager_arguments(sub) -> None:
+    """Add the ``systemd`` actions (a real user manager labkit starts) to a sub-parser."""
+    actions = sub.add_subparsers(dest="systemd_command", metavar="ACTION", parser_class=type(sub))
+    actions.required = True
+    start = actions.add_parser("start", help="start a private systemd user manager (and journald) here")
+    start.add_argument("--config-home", default=None, metavar="DIR",
+                       help="its XDG_CONFIG_HOME (default: yours; units go in DIR/systemd/user)")
+    start.add_argument("--json", action="store_true")
+    actions.add_parser("stop", help="stop it, its services and the journald it started; remove what it made")
+    status = actions.add_parser("status", help="whether it runs, or why it cannot start")
+    status.add_argument("--json", action="store_true")
+    actions.add_parser("env", help="print `export XDG_RUNTIME_DIR=...` for a shell: eval \"$(labkit systemd env)\"")
+
+
+def manager_main(args: argparse.Namespace) -> int:
+    """Run one ``labkit systemd`` action."""
+    import shlex
+    from dataclasses import asdict
+
+    from labkit.errors import LabkitError
+    from labkit.systemd import manager
+
+    if args.systemd_command == "start":
+        found = manager.find()
+        started = found or manager.start(config_home=args.config_home)
+        if args.json:
+            print(json.dumps({**asdict(started), "already_running": found is not None}))
+        else:
+            print(f"systemd user manager {'already running' if found else 'started'}: pid {started.pid}, "
+                  f"units in {started.unit_dir}", file=sys.stderr)
+            print(f"to use it from a shell: eval \"$(labkit systemd env)\"", file=sys.stderr)
+        return 0
+    if args.systemd_command == "stop":
+        stopped = manager.stop()
+        print("stopped the systemd user manager" if stopped else "no systemd user manager of labkit's was running",
+              file=sys.stderr)
+        return 0
+    if args.systemd_command == "env":
+        found = manager.find()
+        if found is None:
+            raise LabkitError("no systemd user manager of labkit's runs: `labkit systemd start` first")
+        print(f"export XDG_RUNTIME_DIR={shlex.quote(found.runtime_dir)}; unset DBUS_SESSION_BUS_ADDRESS")
+        return 0
+    state = manager.status()
+    if args.json:
+        print(json.dumps(state))
+    elif state["running"]:
+        print(f"running: pid {state['pid']}, answers: {state['answers']}, units in {state['unit_dir']}, "
+              f"cgroup2 controllers: {' '.join(state['controllers']) or 'none'}")
+    else:
+        print("not running; " + ("`labkit systemd start` can start one" if state["can_start"]
+                                 else f"cannot start here: {state['reason']}"))
+    return 0

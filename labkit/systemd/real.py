@@ -17,6 +17,7 @@ import time
 from typing import Callable
 
 from labkit.errors import LabkitError, ToolMissing
+from labkit.systemd.manager import user_environment
 from labkit.systemd.unitfile import UnitFile
 
 # [Service] keys systemd-run passes on as properties (-p KEY=VALUE); ExecStart is the command
@@ -36,7 +37,8 @@ def why_unavailable() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     try:
-        done = subprocess.run(["systemctl", "--user", "show-environment"], capture_output=True, text=True, timeout=10)
+        done = subprocess.run(["systemctl", "--user", "show-environment"], capture_output=True, text=True, timeout=10,
+                              env=user_environment())
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"systemctl --user did not answer: {err}"
     if done.returncode != 0:
@@ -73,7 +75,8 @@ def run_real(unit: UnitFile, emit: Callable[..., None], stop_after: float | None
     if reason:
         raise ToolMissing("systemd --user", reason)
     name = "labkit-" + unit.name.removesuffix(".service").replace("@", "-") + ".service"
-    done = subprocess.run(systemd_run_argv(unit, name), capture_output=True, text=True, timeout=30)
+    done = subprocess.run(systemd_run_argv(unit, name), capture_output=True, text=True, timeout=30,
+                          env=user_environment())
     if done.returncode != 0:
         raise LabkitError(f"systemd-run refused {unit.name}: {done.stderr.strip()}")
     started, last = time.monotonic(), {}
@@ -93,13 +96,13 @@ def run_real(unit: UnitFile, emit: Callable[..., None], stop_after: float | None
             stopping = True
             emit("stopping", reason="systemctl --user stop", main_pid=int(state.get("MainPID") or 0) or None)
             subprocess.Popen(["systemctl", "--user", "stop", name], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+                             stderr=subprocess.DEVNULL, env=user_environment())
         time.sleep(_POLL_S)
 
 
 def _show(name: str) -> dict[str, str]:
     done = subprocess.run(["systemctl", "--user", "show", name, "-p", _SHOWN], capture_output=True, text=True,
-                          timeout=10)
+                          timeout=10, env=user_environment())
     return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
 
 
