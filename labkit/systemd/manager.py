@@ -13,8 +13,9 @@ output with ``_SYSTEMD_USER_UNIT`` and ``journalctl --user-unit NAME`` finds it.
 root cgroup, a manager moves every process of the machine into its ``init.scope``.
 
 ``/lib/systemd/systemd-journald`` is started beside it when no journald answers (volatile
-storage in ``/run/log/journal`` unless ``/var/log/journal`` exists). Without journald the
-services' output is lost and the manager logs to ``/dev/console``.
+storage in ``/run/log/journal`` unless ``/var/log/journal`` exists) and shared by every manager
+labkit starts on the machine (``/run/labkit/journald.json`` counts them; the last one out stops
+it). Without journald the services' output is lost and the manager logs to ``/dev/console``.
 
 Measured with systemd 252 on Debian 12 (2 cores, hybrid cgroups): the manager answers about
 0.3 s after its start; each service gets its own cgroup; restarts, start limits, KillMode,
@@ -62,8 +63,7 @@ class Manager:
     config_home: str  #: its XDG_CONFIG_HOME: unit files go in ``systemd/user`` there
     cgroups: list[str]  #: the manager's cgroup folders (cgroup2, and name=systemd on a hybrid machine)
     controllers: list[str]  #: cgroup2 controllers its services can use (memory, cpu, pids, ...)
-    journald_pid: int | None = None  #: the journald labkit started with it, if any
-    journald_create_time: float = 0.0
+    journald_pid: int | None = None  #: the journald labkit started and shares between its managers, if any
     made: list[str] = field(default_factory=list)  #: folders labkit created and removes at stop
     started_at: float = 0.0  #: time.time() of the start
 
@@ -202,7 +202,7 @@ def _start(config_home: Path, timeout_s: float) -> Manager:
     runtime = _runtime_dir()
     made: list[str] = [str(runtime)]
     cgroups = _make_cgroups(uid, made)
-    journald = _start_journald(made)
+    journald = _share_journald()
     env = _manager_environment(runtime, config_home)
     (config_home / "systemd" / "user").mkdir(parents=True, exist_ok=True)
     log = runtime / "manager.log"
@@ -211,7 +211,7 @@ def _start(config_home: Path, timeout_s: float) -> Manager:
         MARKER.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as out:
             proc = subprocess.Popen([systemd_binary() or "systemd", "--user",
-                                     f"--log-target={'journal' if journald or _journal_answers() else 'null'}"],
+                                     f"--log-target={'journal' if _journal_answers() else 'null'}"],
                                     env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, preexec_fn=_join(cgroups))
         deadline = time.monotonic() + timeout_s
@@ -223,8 +223,7 @@ def _start(config_home: Path, timeout_s: float) -> Manager:
                                   f"{said[-1] if said else f'no answer within {timeout_s:g} s'}")
             time.sleep(_POLL_S)
     except BaseException:
-        if journald:
-            _end(journald[0], journald[1], 5.0, asked=False)
+        _release_journald()
         _remove_made(cgroups, made)
         raise
     finally:
@@ -233,8 +232,8 @@ def _start(config_home: Path, timeout_s: float) -> Manager:
                 MARKER.rmdir()
     manager = Manager(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(), runtime_dir=str(runtime),
                       config_home=str(config_home), cgroups=[str(c) for c in cgroups],
-                      controllers=_controllers(cgroups[0]), journald_pid=journald[0] if journald else None,
-                      journald_create_time=journald[1] if journald else 0.0, made=made, started_at=time.time())
+                      controllers=_controllers(cgroups[0]), journald_pid=journald, made=made,
+                      started_at=time.time())
     state_path().parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state_path(), asdict(manager))
     return manager
@@ -345,23 +344,70 @@ def _journal_answers() -> bool:
         p.info["name"] == "systemd-journal" for p in psutil.process_iter(["name"]))
 
 
-def _start_journald(made: list[str]) -> tuple[int, float] | None:
-    """Start systemd-journald unless one runs; (pid, create_time) or None."""
-    binary = next((p for p in ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald")
-                   if os.access(p, os.X_OK)), None)
-    if binary is None or _journal_answers():
+JOURNALD_RECORD = Path("/run/labkit/journald.json")  # machine-wide, as journald's sockets are
+
+
+def _share_journald() -> int | None:
+    """The pid of a journald labkit runs for its managers (started now if none answers), with
+    this manager counted among its users; None where journald cannot run or is not labkit's."""
+    with _locked(JOURNALD_RECORD.with_suffix(".lock")):
+        record = _journald_record()
+        if record and _same_process(record["pid"], record["create_time"]):
+            record["users"] = sorted({*record["users"], str(state_path())})
+            write_json_atomic(JOURNALD_RECORD, record)
+            return record["pid"]
+        binary = next((p for p in ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald")
+                       if os.access(p, os.X_OK)), None)
+        if binary is None or _journal_answers():
+            return None  # none to start, or the machine's own journald (not ours to stop)
+        made = [str(f) for f in (JOURNAL_SOCKETS, VOLATILE_JOURNAL) if not f.exists()]
+        proc = subprocess.Popen([binary], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 5.0
+        while not (JOURNAL_SOCKETS / "stdout").is_socket():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                return None  # the manager then logs nowhere; its services' output is lost
+            time.sleep(_POLL_S)
+        write_json_atomic(JOURNALD_RECORD, {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
+                                            "made": made, "users": [str(state_path())]})
+        return proc.pid
+
+
+def _release_journald() -> None:
+    """Count this manager out of the shared journald's users; the last one out stops it and
+    removes the folders it made (its sockets and the volatile journal)."""
+    with _locked(JOURNALD_RECORD.with_suffix(".lock")):
+        record = _journald_record()
+        if record is None:
+            return
+        me = str(state_path())
+        record["users"] = [user for user in record["users"] if user != me and _manager_alive(Path(user))]
+        if record["users"] and _same_process(record["pid"], record["create_time"]):
+            write_json_atomic(JOURNALD_RECORD, record)
+            return
+        _end(record["pid"], record["create_time"], 5.0, asked=False)
+        for folder in record.get("made", []):
+            shutil.rmtree(folder, ignore_errors=True)
+        JOURNALD_RECORD.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            JOURNALD_RECORD.with_suffix(".lock").unlink()
+            JOURNALD_RECORD.parent.rmdir()
+
+
+def _journald_record() -> dict | None:
+    try:
+        return json.loads(JOURNALD_RECORD.read_text())
+    except (OSError, ValueError):
         return None
-    for folder in (JOURNAL_SOCKETS, VOLATILE_JOURNAL):
-        if not folder.exists():
-            made.append(str(folder))
-    proc = subprocess.Popen([binary], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 5.0
-    while not (JOURNAL_SOCKETS / "stdout").is_socket():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            return None  # the manager then logs nowhere; its services' output is lost
-        time.sleep(_POLL_S)
-    return proc.pid, psutil.Process(proc.pid).create_time()
+
+
+def _manager_alive(path: Path) -> bool:
+    try:
+        return Manager(**json.loads(path.read_text())).alive()
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 # --- stop ---------------------------------------------------------------------------------
@@ -374,7 +420,7 @@ def _stop(manager: Manager, timeout_s: float) -> None:
         _end(manager.pid, manager.create_time, timeout_s)
     _kill_tree(cgroups)
     if manager.journald_pid:
-        _end(manager.journald_pid, manager.journald_create_time, 5.0, asked=False)
+        _release_journald()
     _remove_made(cgroups, list(manager.made))
 
 
@@ -454,8 +500,8 @@ def _refusal(reason: str) -> LabkitError:
 
 
 @contextlib.contextmanager
-def _locked():
-    path = state_path().with_suffix(".lock")
+def _locked(path: Path | None = None):
+    path = path or state_path().with_suffix(".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
