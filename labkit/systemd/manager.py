@@ -502,7 +502,13 @@ def _refusal(reason: str) -> LabkitError:
 @contextlib.contextmanager
 def _locked(path: Path | None = None):
     path = path or state_path().with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "w")
+    except PermissionError as err:
+        raise PermissionDenied(f"writing {path}", "set LABKIT_HOME to a folder of yours") from err
+    except OSError as err:
+        raise LabkitError(f"cannot write {path}: {err.strerror}") from err
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
