@@ -7,7 +7,10 @@ cpu-bound      it burns CPU (most samples in state R)
 blocked-io     it waits in a read/write/accept/connect on a pipe, socket or file, or in D state
 lock-wait      its threads wait on futexes (locks, conditions): a deadlock looks like this
 idle-sleep     it sleeps on purpose: nanosleep, pause, wait4, an event loop with no events
-stopped        SIGSTOP / Ctrl-Z / a debugger holds it (state T or t)
+stopped        SIGSTOP / Ctrl-Z / a debugger holds it (state T or t); SIGTTIN/SIGTTOU when a
+               background job touched its terminal
+frozen         a cgroup freezer holds it (v1 freezer.state FROZEN, v2 cgroup.freeze 1)
+undetermined   it sleeps, and the kernel hides why (no ptrace permission: wchan and syscall hidden)
 zombie         it has exited; its parent has not collected the exit status (state Z)
 gone           there is no such process
 progressing    (a labkit trainer) its heartbeat and step count move
@@ -15,7 +18,8 @@ hung           (a labkit trainer) no step for the whole window; ``cause`` says w
 =============  =====================================================================
 
 Every verdict comes with the evidence that decided it, in words, and what a person should do
-next. Tools (py-spy, strace, lsof, gdb) add detail where they are installed and ptrace is
+next. ``confidence`` is "high" when the kernel showed what decides the verdict and "low" when
+some of it was hidden (``missing`` says what, and how to get it). Tools (py-spy, strace, lsof, gdb) add detail where they are installed and ptrace is
 permitted; where they are not, the report says so and the verdict rests on /proc alone.
 """
 
@@ -33,7 +37,10 @@ from pathlib import Path
 
 import psutil
 
-VERDICTS = ("cpu-bound", "blocked-io", "lock-wait", "idle-sleep", "stopped", "zombie", "gone", "progressing", "hung")
+from labkit import _linux
+
+VERDICTS = ("cpu-bound", "blocked-io", "lock-wait", "idle-sleep", "stopped", "frozen", "zombie", "gone", "undetermined",
+            "progressing", "hung")
 _TOOL_TIMEOUT_S = 10.0
 _SHOWN_LINES = {"py-spy": 12, "strace": 6, "lsof": 8, "gdb": 10}
 # system call numbers that say what a blocked process waits for (x86_64, aarch64)
@@ -79,6 +86,8 @@ class Diagnosis:
     open_files: list[str] = field(default_factory=list)
     connections: list[str] = field(default_factory=list)
     tools: dict[str, str] = field(default_factory=dict)  # tool -> what it said, or why it did not run
+    confidence: str = "high"  # "low" when evidence that decides the verdict was hidden from us
+    missing: list[str] = field(default_factory=list)  # evidence we could not see, and why
 
     def as_dict(self) -> dict:
         """The JSON object ``labkit diagnose --json`` prints."""
@@ -92,6 +101,8 @@ class Diagnosis:
         lines.append(f"  state {self.state or '-'}, wchan {self.wchan or '-'}, syscall {self.syscall or '-'}, "
                      f"cpu {self.cpu_percent:.0f}% of a core")
         lines += ["  evidence:"] + [f"    - {e}" for e in self.evidence]
+        if self.missing:
+            lines += [f"  confidence {self.confidence}: could not see"] + [f"    - {m}" for m in self.missing]
         lines += ["  next steps:"] + [f"    - {s}" for s in self.next_steps]
         for tool, said in self.tools.items():
             shown = [line for line in said.strip().splitlines() if line.strip()][:_SHOWN_LINES.get(tool, 4)]
@@ -136,6 +147,8 @@ class _Sampler:
         self.status: dict[str, str] = {}
         self.started = time.time()
         self.trainer_steps: tuple[int, int] | None = None
+        self.stat: _linux.Stat | None = None
+        self.hidden: set[str] = set()  # "wchan", "syscall": what the kernel would not show us
 
     def run(self, seconds: float) -> "_Sampler":
         try:
@@ -165,19 +178,23 @@ class _Sampler:
 
     def _sample(self) -> bool:
         try:
-            stat = _read(f"/proc/{self.pid}/stat")
+            self.stat = _linux.read_stat(self.pid)
         except OSError:
             return False
-        self.states.append(stat.rsplit(")", 1)[1].split()[0])
-        self.wchans.append(_read_quiet(f"/proc/{self.pid}/wchan"))
-        self.syscalls.append(_read_quiet(f"/proc/{self.pid}/syscall").split())
+        self.states.append(self.stat.state)
+        wchan, calls = _linux.wchan(self.pid), _linux.syscall(self.pid)
+        for what, value in (("wchan", wchan), ("syscall", calls)):
+            if value == _linux.HIDDEN:
+                self.hidden.add(what)
+        self.wchans.append("" if wchan == _linux.HIDDEN else wchan)
+        self.syscalls.append([] if calls == _linux.HIDDEN else list(calls))
         for tid in _tids(self.pid):
             try:
-                tstat = _read(f"/proc/{self.pid}/task/{tid}/stat")
+                tstat = _linux.read_stat(self.pid, tid)
             except OSError:
                 continue
-            name = tstat[tstat.index("(") + 1:tstat.rindex(")")]
-            entry = (tstat.rsplit(")", 1)[1].split()[0], _read_quiet(f"/proc/{self.pid}/task/{tid}/wchan"), name)
+            twchan = _linux.wchan(self.pid, tid)
+            entry = (tstat.state, "" if twchan == _linux.HIDDEN else twchan, tstat.comm)
             self.thread_states.setdefault(tid, []).append(entry)
         return True
 
@@ -218,14 +235,13 @@ def _decide(d: Diagnosis, s: _Sampler) -> None:
     """The low-level verdict from states, wait channels, system calls and CPU."""
     name, args = s.main_syscall()
     if s.fraction("Z") > 0.5:
-        parent = s.status.get("PPid", "?")
-        d.verdict = "zombie"
-        d.evidence.append(f"state Z in {s.fraction('Z'):.0%} of samples: it has exited; parent pid {parent} "
-                          f"({_name(parent)}) has not collected its exit status")
-        d.next_steps += [f"a zombie cannot be killed (it is already dead): the parent (pid {parent}) must reap it "
-                         "with wait(); fix or signal the parent (some reap on SIGCHLD)",
-                         f"if the parent is stuck, stopping it (kill {parent}) hands the zombie to init/a subreaper, "
-                         "which reaps it"]
+        _zombie(d, s)
+        return
+    frozen = _linux.freezer_state(d.pid)
+    if frozen is not None:
+        _frozen(d, frozen)
+        return
+    if s.fraction("T") > 0.5 and s.stat is not None and s.stat.in_background and _tty_stop(d, s, name, args):
         return
     if s.fraction("T", "t") > 0.5:
         tracer = s.status.get("TracerPid", "0")
@@ -275,6 +291,13 @@ def _decide(d: Diagnosis, s: _Sampler) -> None:
         fd = int(args[0], 16) if name in _FD_CALLS and args else None
         if fd is not None:
             d.evidence.append(_describe_fd(d.pid, fd))
+            if name in ("read", "readv", "pread64") and _is_terminal(_fd_target(d.pid, fd)):
+                d.evidence.append(f"it waits for keyboard input on its terminal ({_fd_target(d.pid, fd)}): "
+                                  "input(), a prompt, or anything reading stdin")
+                d.next_steps += ["type the answer in its terminal (tmux attach / screen -r, then the window it runs "
+                                 "in), or restart it with input that never blocks: `< /dev/null`, a flag such as "
+                                 "--yes, or an environment variable instead of a prompt"]
+                return
         if "wait_for_partner" in d.wchan or "fifo_open" in d.wchan:
             d.evidence.append("it is opening a FIFO (named pipe): open() blocks until another process opens the "
                               "other end")
@@ -282,6 +305,9 @@ def _decide(d: Diagnosis, s: _Sampler) -> None:
                          f"and who holds the other end of a pipe: lsof | grep the pipe's inode",
                          "give it data or close the other end (the read then returns end-of-file), or add a "
                          "timeout to the code that reads"]
+        return
+    if {"wchan", "syscall"} <= s.hidden:
+        _undetermined(d, s)
         return
     d.verdict = "idle-sleep"
     why = name or d.wchan or "sleep"
@@ -292,8 +318,112 @@ def _decide(d: Diagnosis, s: _Sampler) -> None:
     else:
         d.evidence.append(f"state S in {why} (wchan {d.wchan or '?'}), {d.cpu_percent:.1f}% CPU: it sleeps by "
                           "choice (a timer, a sleep call, waiting for a child)")
-    d.next_steps += ["nothing is wrong with the process itself: check what it waits for (a timer, a child, a "
-                     "request) in its code or with py-spy/strace"]
+    zombies = _zombie_children(d.pid)
+    if zombies:
+        d.next_steps += [f"its own problem: it never reaps its exited children {zombies[:10]} (zombies). It must call "
+                         "wait()/waitpid() for each (in Python: Popen.wait(), or a SIGCHLD handler); as PID 1 of a "
+                         "container, run it under an init that reaps (docker run --init, tini, dumb-init)"]
+    else:
+        d.next_steps += ["nothing is wrong with the process itself: check what it waits for (a timer, a child, a "
+                         "request) in its code or with py-spy/strace"]
+    _note_hidden(d, s)
+
+
+def _zombie(d: Diagnosis, s: _Sampler) -> None:
+    parent = s.status.get("PPid", "?")
+    d.verdict = "zombie"
+    d.evidence.append(f"state Z in {s.fraction('Z'):.0%} of samples: it has exited; parent pid {parent} "
+                      f"({_name(parent)}) has not collected its exit status")
+    if parent.isdigit() and _linux.nspid(int(parent))[-1] == 1 and int(parent) != 1:
+        d.evidence.append(f"the parent, pid {parent} ({_name(parent)}), is PID 1 of its own PID namespace (a "
+                          "container's entrypoint): PID 1 inherits every orphan and must reap them, and this one "
+                          "does not (a program that is not an init)")
+        d.next_steps += ["a zombie cannot be killed (it is already dead), and killing this parent stops the whole "
+                         "container: do not",
+                         "start the container with an init that reaps: `docker run --init`, tini or dumb-init as "
+                         "the entrypoint (Kubernetes: shareProcessNamespace, or tini in the image)",
+                         "or make the entrypoint reap: wait() for every child (in Python a SIGCHLD handler calling "
+                         "os.waitpid(-1, os.WNOHANG) in a loop)"]
+        return
+    d.next_steps += [f"a zombie cannot be killed (it is already dead): the parent (pid {parent}) must reap it "
+                     "with wait(); fix or signal the parent (some reap on SIGCHLD)",
+                     f"if the parent is stuck, stopping it (kill {parent}) hands the zombie to init/a subreaper, "
+                     "which reaps it"]
+
+
+def _frozen(d: Diagnosis, frozen: _linux.FreezerState) -> None:
+    d.verdict = "frozen"
+    d.evidence.append(f"its cgroup {frozen.folder} is {frozen.state} by the cgroup {frozen.version} freezer: the "
+                      "kernel holds every process in it, so it neither runs nor answers signals until thawed "
+                      "(kill -CONT does nothing)")
+    thaw = "echo THAWED >" if frozen.version == "v1" else "echo 0 >"
+    d.next_steps += [f"find out who froze it (a scheduler suspending jobs, `docker pause`, systemd's freezer, a "
+                     f"checkpointing tool), then thaw it: {thaw} {frozen.control}"
+                     + ("  (or `docker unpause`, `systemctl thaw UNIT`)" if frozen.version == "v2" else
+                        "  (or `docker unpause`)")]
+
+
+def _tty_stop(d: Diagnosis, s: _Sampler, name: str, args: list[str]) -> bool:
+    """A background job stopped for touching its terminal: SIGTTIN (read) or SIGTTOU (write, tcsetattr)."""
+    fd = int(args[0], 16) if name in _FD_CALLS and args else None
+    target = _fd_target(d.pid, fd) if fd is not None else ""
+    if not _is_terminal(target) or name not in ("read", "readv", "pread64", "write"):
+        return False
+    sig = "SIGTTIN" if name != "write" else "SIGTTOU"
+    d.verdict = "stopped"
+    d.evidence.append(f"state T, stopped in {name}(fd {fd}) on its terminal {target}, in a background process group "
+                      f"({s.stat.pgrp if s.stat else '?'}, the terminal's foreground group is "
+                      f"{s.stat.tpgid if s.stat else '?'}): the kernel stopped it with {sig} because a background "
+                      f"job {'read from' if sig == 'SIGTTIN' else 'wrote to'} the terminal")
+    d.next_steps += [f"`kill -CONT {d.pid}` alone does not help: it {'reads' if sig == 'SIGTTIN' else 'writes'} "
+                     f"again and stops again at once",
+                     "bring it to the foreground in its shell (`fg`) and answer it, or restart it so that it never "
+                     "reads the terminal: `nohup CMD < /dev/null > train.log 2>&1 &`, or run it in tmux/screen"]
+    return True
+
+
+def _undetermined(d: Diagnosis, s: _Sampler) -> None:
+    d.verdict, d.confidence = "undetermined", "low"
+    d.evidence.append(f"state S (sleeping) in {s.fraction('S'):.0%} of samples, {d.cpu_percent:.1f}% CPU; what it "
+                      "sleeps in is hidden: it could be a lock, I/O or a plain sleep")
+    _note_hidden(d, s)
+    d.next_steps += ["run the diagnosis where ptrace is allowed on it: as its own user with the same capabilities, "
+                     "as root, or in a container started with --cap-add SYS_PTRACE",
+                     "meanwhile: its log and heartbeat say whether it still makes progress"]
+
+
+def _note_hidden(d: Diagnosis, s: _Sampler) -> None:
+    """Say which evidence the kernel hid, and lower the confidence of the verdict."""
+    if not s.hidden:
+        return
+    d.confidence = "low"
+    why = _ptrace_denied_reason()
+    for what in sorted(s.hidden):
+        d.missing.append(f"/proc/{d.pid}/{what}: hidden by the kernel ({why})")
+
+
+def _ptrace_denied_reason() -> str:
+    from labkit._linux.ptrace import restrictions
+
+    return "; ".join(restrictions()) or "no ptrace access to this process: another user's, or it has capabilities we lack"
+
+
+def _zombie_children(pid: int) -> list[int]:
+    try:
+        return [c.pid for c in psutil.Process(pid).children() if c.status() == psutil.STATUS_ZOMBIE]
+    except psutil.Error:
+        return []
+
+
+def _fd_target(pid: int, fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return ""
+
+
+def _is_terminal(target: str) -> bool:
+    return target.startswith(("/dev/pts/", "/dev/tty", "/dev/console"))
 
 
 def _trainer(d: Diagnosis, s: _Sampler) -> None:

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 __all__ = ["Capability", "Report", "check", "main", "find_tool", "TOOL_NAMES", "CAPABILITY_NAMES"]
 
 _PROC = "/proc"  # tests point this at an empty folder to play a machine without /proc (macOS)
-_CAP_SYS_PTRACE = 19  # bit number in CapEff, see capabilities(7)
 _PROBE_PREFIX = "labkit-doctor-"
 
 # tool -> (arguments that print its version cheaply, hint when it is missing)
@@ -46,7 +45,7 @@ _TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 TOOL_NAMES: tuple[str, ...] = tuple(_TOOLS)
 CAPABILITY_NAMES: tuple[str, ...] = (
-    *TOOL_NAMES, "systemctl-user", "systemd-pid1", "cgroup", "cgroup-memory", "cgroup-cpu", "ptrace",
+    *TOOL_NAMES, "systemctl-user", "systemd-pid1", "logout", "cgroup", "cgroup-memory", "cgroup-cpu", "ptrace",
     "grading-sandbox", "gpu")
 
 _NO_SYSTEMD_HINT = "lesson 03 runs units under labkit's own supervisor, which follows systemd's documented semantics"
@@ -299,28 +298,80 @@ def _cgroup_summary() -> Capability:
 
 
 def _ptrace() -> Capability:
+    """A live test (attach to a child of ours, read its memory as py-spy does) plus what restricts tracing
+    others: capabilities, Yama, seccomp (labkit._linux.ptrace)."""
+    from labkit._linux import ptrace
+
     hint = ("start the program under the tool instead (`strace -f -- CMD`, `py-spy record -- CMD`) or run the tool "
-            "with sudo; lesson 05 falls back to /proc (state, wchan, syscall) and SIGUSR1 stack dumps")
+            "with sudo; in a container add --cap-add SYS_PTRACE; lesson 05 falls back to /proc (state) and SIGUSR1 "
+            "stack dumps")
     if (status := _read(f"{_PROC}/self/status")) is None:
         return Capability("ptrace", False, f"no {_PROC}/self/status (not Linux?)", hint, "kernel")
-    cap = re.search(r"^CapEff:\s*([0-9a-fA-F]+)", status, re.M)
-    has_cap = bool(cap and int(cap.group(1), 16) >> _CAP_SYS_PTRACE & 1)
-    raw = _read(f"{_PROC}/sys/kernel/yama/ptrace_scope")
-    scope = int(raw) if raw and raw.isdigit() else None
+    scope = ptrace.yama_scope()
     facts = (f"ptrace_scope={'absent (no Yama)' if scope is None else scope}, "
-             f"CAP_SYS_PTRACE={'yes' if has_cap else 'no'}, euid={os.geteuid()}")
-    if scope == 3:
-        ok, why = False, "scope 3 forbids attaching for everyone until reboot"
-    elif has_cap:
-        ok, why = True, "may attach to any process, our children included"
-    elif scope in (None, 0):
-        ok, why = True, "may attach to processes of our own uid, our children included"
-    elif scope == 1:  # Yama lets only ancestors attach; `strace -p` runs beside the trainer, not above it
-        ok, why = False, "only a process's ancestors may attach, so `strace -p` and `py-spy dump` on a child fail"
+             f"CAP_SYS_PTRACE={'yes' if ptrace.has_cap('CapEff') else 'no'}, seccomp={ptrace.seccomp_mode()}, "
+             f"euid={os.geteuid()}")
+    failed = ptrace.attach_test()
+    limits = ptrace.restrictions()
+    if failed:
+        why = f"attaching to a child of ours failed ({failed})" + (f": {'; '.join(limits)}" if limits else "")
+        return Capability("ptrace", False, f"{facts}: {why}", hint, "kernel")
+    if scope == 1:
         hint += "; or allow it until reboot: `sudo sysctl kernel.yama.ptrace_scope=0`"
-    else:
-        ok, why = False, f"scope {scope} lets only CAP_SYS_PTRACE attach"
-    return Capability("ptrace", ok, f"{facts}: {why}", "" if ok else hint, "kernel")
+        return Capability("ptrace", False, f"{facts}: only a process's ancestors may attach, so `strace -p` and "
+                          "`py-spy dump` on a process started beside them fail", hint, "kernel")
+    if limits:
+        return Capability("ptrace", True, f"{facts}: may attach to our own children, but: {'; '.join(limits)}",
+                          "", "kernel")
+    return Capability("ptrace", True, f"{facts}: may attach to processes of our own uid, our children included",
+                      "", "kernel")
+
+
+_LOGIND_CONF = ("/etc/systemd/logind.conf", "/usr/lib/systemd/logind.conf.d", "/usr/local/lib/systemd/logind.conf.d",
+                "/run/systemd/logind.conf.d", "/etc/systemd/logind.conf.d")
+
+
+def kill_user_processes(paths: tuple[str, ...] = _LOGIND_CONF) -> str | None:
+    """logind's KillUserProcesses= as configured (the main file, then drop-ins in name order, the last
+    assignment winning, logind.conf(5)); None when nothing sets it."""
+    import glob
+
+    files = [paths[0]] + sorted((f for folder in paths[1:] for f in glob.glob(f"{folder}/*.conf")),
+                                key=os.path.basename)
+    value = None
+    for path in files:
+        for line in (_read(path) or "").splitlines():
+            match = re.match(r"\s*KillUserProcesses\s*=\s*(\S*)", line)
+            if match:
+                value = match.group(1).lower()
+    return value
+
+
+def _logout() -> Capability:
+    """What survives a logout: logind's KillUserProcesses= and lingering (logind.conf(5), loginctl(1))."""
+    import getpass
+
+    import psutil
+
+    logind = any(p.info["name"] == "systemd-logind" for p in psutil.process_iter(["name"]))
+    if not logind:
+        return Capability("logout", True, "no systemd-logind runs: a logout (or an SSH drop) only hangs up the "
+                          "session (SIGHUP): nohup, setsid, tmux and screen jobs survive it", "", "kernel")
+    setting = kill_user_processes()
+    user = getpass.getuser()
+    linger = os.path.exists(f"/var/lib/systemd/linger/{user}")
+    said = (f"KillUserProcesses={setting}" if setting else
+            "KillUserProcesses unset (the build's default: no on Debian and Ubuntu, yes in upstream systemd)")
+    if setting in ("yes", "true", "1", "on"):
+        survive = ("linger is on: `systemd-run --user --scope CMD` or a user service survives" if linger else
+                   "only what runs outside the session survives: `loginctl enable-linger` then "
+                   "`systemd-run --user --scope CMD` (or a user service)")
+        return Capability("logout", False, f"logind: {said}: logging out kills every process of the session, "
+                          f"nohup, setsid, tmux and screen jobs alike; {survive}",
+                          "loginctl enable-linger $USER, then start jobs with systemd-run --user --scope", "kernel")
+    return Capability("logout", True, f"logind: {said}: a logout hangs up the session (SIGHUP) but kills nothing "
+                      f"else, so nohup, setsid, tmux and screen jobs survive (linger {'on' if linger else 'off'})",
+                      "", "kernel")
 
 
 def _grading_sandbox() -> Capability:
@@ -402,6 +453,7 @@ def check(*, timeout_s: float = 3.0) -> Report:
         *((t, "tool", lambda t=t: _tool(t, timeout_s)) for t in TOOL_NAMES),
         ("systemctl-user", "tool", lambda: _systemctl_user(timeout_s)),
         ("systemd-pid1", "kernel", _systemd_pid1),
+        ("logout", "kernel", _logout),
         ("cgroup", "kernel", _cgroup_summary),
         ("cgroup-memory", "kernel", lambda: _cgroup_controller("memory")),
         ("cgroup-cpu", "kernel", lambda: _cgroup_controller("cpu")),

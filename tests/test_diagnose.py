@@ -174,3 +174,123 @@ def test_the_command_prints_json_and_exits_1_for_a_gone_pid(spawn):
     bad = subprocess.run([sys.executable, "-m", "labkit", "diagnose", "1", "--sample", "0"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
+
+
+# --- field cases (issue 17): each with a real process in that state ------------------------------
+TTY_JOB = r"""
+import fcntl, os, subprocess, sys, termios, time, pty
+master, slave = pty.openpty()
+if os.getsid(0) != os.getpid():
+    os.setsid()                                 # a session of our own, to own a terminal
+fcntl.ioctl(slave, termios.TIOCSCTTY, 0)        # our terminal now; our group is its foreground
+mode = sys.argv[1]
+group = 0 if mode == "background" else os.getpgrp()  # a `&` job gets a process group of its own
+child = subprocess.Popen([sys.executable, "-c", "input()"], stdin=slave, stdout=slave, stderr=slave,
+                         process_group=group)
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def tty_job(spawn, mode: str) -> int:
+    shell = spawn.popen([sys.executable, "-c", TTY_JOB, mode], stdout=subprocess.PIPE, text=True)
+    return int(shell.stdout.readline())
+
+
+def test_a_background_job_that_reads_its_terminal_is_stopped_by_sigttin_and_kill_cont_is_not_the_fix(spawn):
+    pid = tty_job(spawn, "background")
+    wait_for(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, 10, "the job to stop")
+    result = check(pid, "stopped", "SIGTTIN", "background process group", "read(fd 0)")
+    steps = " ".join(result.next_steps)
+    assert "does not help" in steps and "fg" in steps and "< /dev/null" in steps, result.report()
+
+
+def test_a_foreground_read_on_a_terminal_is_named_as_keyboard_input_not_a_pipe(spawn):
+    pid = tty_job(spawn, "foreground")
+    wait_for(lambda: psutil.Process(pid).status() == psutil.STATUS_SLEEPING, 10, "the read to block")
+    time.sleep(0.2)
+    result = check(pid, "blocked-io", "keyboard input on its terminal", "/dev/pts/")
+    steps = " ".join(result.next_steps)
+    assert "tmux attach" in steps and "pipe" not in steps, result.report()
+
+
+def _freezer_root():
+    from labkit._linux.cgroup import mounts
+
+    for point, fstype, options in mounts():
+        if fstype == "cgroup" and "freezer" in options and os.access(point, os.W_OK):
+            return point, "v1"
+    for point, fstype, _ in mounts():
+        if fstype == "cgroup2" and os.access(point, os.W_OK) and os.path.exists(f"{point}/cgroup.procs"):
+            return point, "v2"
+    return None, None
+
+
+def test_a_process_in_a_frozen_cgroup_is_frozen_with_how_to_thaw(spawn):
+    root, version = _freezer_root()
+    if root is None:
+        pytest.skip("no writable cgroup freezer here")
+    folder = f"{root}/labkit-test-freeze-{os.getpid()}"
+    os.mkdir(folder)
+    proc = spawn.popen(["sleep", "60"])
+    try:
+        with open(f"{folder}/cgroup.procs", "w") as procs:
+            procs.write(str(proc.pid))
+        control, frozen = ("freezer.state", "FROZEN") if version == "v1" else ("cgroup.freeze", "1")
+        with open(f"{folder}/{control}", "w") as handle:
+            handle.write(frozen)
+        result = check(proc.pid, "frozen", "FROZEN", folder)
+        assert any(f"{folder}/{control}" in step for step in result.next_steps), result.report()
+        assert not any("NFS" in e or "device" in e for e in result.evidence), result.report()
+    finally:
+        with open(f"{folder}/{control}", "w") as handle:
+            handle.write("THAWED" if version == "v1" else "0")
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: not open(f"{folder}/cgroup.procs").read().strip(), 5, "the cgroup to empty")
+        os.rmdir(folder)
+
+
+REAPS_NOTHING = ("import subprocess, sys, time\n"
+                 "child = subprocess.Popen(['true'])  # never waited for: PID 1 here does not reap\n"
+                 "print(child.pid, flush=True)\n"
+                 "time.sleep(60)\n")
+
+
+def test_a_zombie_under_a_container_pid_1_that_never_reaps_is_never_told_to_kill_pid_1(spawn):
+    if os.geteuid() != 0 or not __import__("shutil").which("unshare"):
+        pytest.skip("needs root and unshare for a PID namespace")
+    ns = spawn.popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", REAPS_NOTHING],
+                     stdout=subprocess.PIPE, text=True)
+    ns.stdout.readline()  # the child's pid inside the namespace
+    init = [p for p in psutil.Process(ns.pid).children(recursive=True) if p.name().startswith("python")][0]
+    wait_for(lambda: [c for c in init.children() if c.status() == psutil.STATUS_ZOMBIE], 10, "a zombie")
+    zombie = [c for c in init.children() if c.status() == psutil.STATUS_ZOMBIE][0]
+    result = check(zombie.pid, "zombie", "PID 1 of its own PID namespace")
+    steps = " ".join(result.next_steps)
+    assert "--init" in steps and "tini" in steps and "do not" in steps, result.report()
+    assert f"kill {init.pid}" not in steps, result.report()
+    parent = diag.diagnose(init.pid, SAMPLE_S, use_tools=False)
+    assert any(f"[{zombie.pid}] are zombies" in e for e in parent.evidence), parent.report()
+    assert not any("nothing is wrong" in step for step in parent.next_steps), parent.report()
+    assert any("never reaps" in step and "--init" in step for step in parent.next_steps), parent.report()
+
+
+def test_without_cap_sys_ptrace_a_lock_wait_is_undetermined_with_low_confidence_not_idle(spawn):
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop CAP_SYS_PTRACE")
+    proc = spawn.popen([sys.executable, "-c", "import threading\nlock = threading.Lock()\nlock.acquire()\nlock.acquire()"])
+    settled(proc)
+    done = subprocess.run(["setpriv", "--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace", sys.executable, "-m",
+                           "labkit", "diagnose", str(proc.pid), "--sample", "0.5", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["verdict"] == "undetermined" and data["confidence"] == "low", data
+    assert any("wchan" in m and "CAP_SYS_PTRACE" in m for m in data["missing"]), data
+    assert not any("nothing is wrong" in step for step in data["next_steps"]), data
+    assert any("SYS_PTRACE" in step for step in data["next_steps"]), data
+    with_ptrace = diag.diagnose(proc.pid, SAMPLE_S, use_tools=False)  # the same process, seen with ptrace
+    assert with_ptrace.verdict == "lock-wait" and with_ptrace.confidence == "high", with_ptrace.report()

@@ -17,7 +17,7 @@ from labkit import doctor
 
 EXPECTED_NAMES = [
     "tmux", "screen", "strace", "lsof", "gdb", "py-spy", "cpulimit", "prlimit", "taskset", "stress-ng",
-    "systemd-analyze", "nohup", "setsid", "sshd", "systemctl-user", "systemd-pid1", "cgroup", "cgroup-memory",
+    "systemd-analyze", "nohup", "setsid", "sshd", "systemctl-user", "systemd-pid1", "logout", "cgroup", "cgroup-memory",
     "cgroup-cpu", "ptrace", "grading-sandbox", "gpu",
 ]
 PLATFORM_KEYS = {"python", "os", "kernel_release", "machine", "user", "euid", "is_root", "in_container",
@@ -274,3 +274,43 @@ def test_the_grading_sandbox_is_reported_as_the_grader_would_find_it(monkeypatch
     monkeypatch.setattr(doctor_module.os, "geteuid", lambda: 1000)
     cap = doctor_module._grading_sandbox()
     assert not cap.ok and "not root" in cap.detail and "gradebook row" in cap.hint
+
+
+def test_kill_user_processes_is_read_as_logind_does_the_last_drop_in_wins(tmp_path):
+    main = tmp_path / "logind.conf"
+    main.write_text("[Login]\n#KillUserProcesses=no\nKillUserProcesses=no\n")
+    drop_ins = tmp_path / "logind.conf.d"
+    drop_ins.mkdir()
+    paths = (str(main), str(drop_ins))
+    assert doctor.kill_user_processes(paths) == "no"
+    (drop_ins / "50-site.conf").write_text("[Login]\nKillUserProcesses=yes\n")
+    (drop_ins / "10-early.conf").write_text("[Login]\nKillUserProcesses=no\n")
+    assert doctor.kill_user_processes(paths) == "yes"
+    main.write_text("[Login]\n")
+    (drop_ins / "50-site.conf").unlink()
+    (drop_ins / "10-early.conf").unlink()
+    assert doctor.kill_user_processes(paths) is None
+
+
+def test_logout_says_what_survives(monkeypatch):
+    import psutil
+
+    logout = doctor.check().get("logout")
+    if not any(p.info["name"] == "systemd-logind" for p in psutil.process_iter(["name"])):
+        assert logout.ok and "no systemd-logind" in logout.detail and "tmux" in logout.detail
+    monkeypatch.setattr(psutil, "process_iter", lambda attrs=None: [type("P", (), {"info": {"name": "systemd-logind"}})()])
+    monkeypatch.setattr(doctor, "kill_user_processes", lambda: "yes")
+    killed = doctor._logout()
+    assert not killed.ok and "nohup, setsid, tmux and screen jobs alike" in killed.detail
+    assert "enable-linger" in killed.hint and "systemd-run --user --scope" in killed.hint
+
+
+def test_without_cap_sys_ptrace_doctor_names_the_restriction():
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop CAP_SYS_PTRACE")
+    done = subprocess.run(["setpriv", "--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace", sys.executable, "-m",
+                           "labkit", "doctor", "--json"], capture_output=True, text=True, timeout=120)
+    ptrace = json.loads(done.stdout)["capabilities"]["ptrace"]
+    assert "CAP_SYS_PTRACE=no" in ptrace["detail"] and "--cap-add SYS_PTRACE" in ptrace["detail"], ptrace
+    here = doctor.check().get("ptrace")
+    assert "CAP_SYS_PTRACE=yes" in here.detail and "but:" not in here.detail
