@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from labkit._atomic import unlink_quietly, write_atomic
-from labkit.errors import CheckpointCorrupt, NoCheckpoint
+from labkit.errors import CheckpointCorrupt, DiskFull, NoCheckpoint
 
 MAGIC = b"LABKITCK2\n"
 FORMAT = 2
@@ -138,12 +138,20 @@ def save(
 ) -> Path:
     """Atomically save a checkpoint for ``step``; keep only the newest ``keep`` (0 keeps all).
 
+    Raises:
+        DiskFull: no room for it (ENOSPC, EDQUOT, EFBIG); nothing was replaced or pruned.
+
     >>> save(run_dir / "checkpoints", 10, {"w": weights}, {"epoch": 0}, keep=3)  # doctest: +SKIP
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
-    write_atomic(path, encode(step, arrays, meta), temp_prefix=_TEMP_PREFIX)
+    try:
+        write_atomic(path, encode(step, arrays, meta), temp_prefix=_TEMP_PREFIX)
+    except OSError as err:
+        if DiskFull.matches(err):  # the temporary file is gone and older checkpoints are untouched
+            raise DiskFull(f"checkpoint {path.name} was not saved in {directory}", err) from err
+        raise
     if keep > 0:
         prune(directory, keep)
     return path

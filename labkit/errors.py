@@ -95,6 +95,33 @@ class CheckpointCorrupt(LabkitError):
         self.reason = reason
 
 
+class DiskFull(LabkitError):
+    """A write failed for lack of room: ENOSPC (the file system is full), EDQUOT (a quota) or EFBIG
+    (the file-size limit, RLIMIT_FSIZE; Python ignores SIGXFSZ, so the write fails instead of the
+    process being killed). What was written atomically before is untouched."""
+
+    ERRNOS = ("ENOSPC", "EDQUOT", "EFBIG")
+
+    def __init__(self, what: str, err: OSError) -> None:
+        import errno as _errno
+
+        name = _errno.errorcode.get(err.errno or 0, str(err.errno))
+        super().__init__(f"{what}: {err.strerror or err} ({name})")
+        self.errno_name = name
+
+    @property
+    def advice(self) -> str:
+        """What to do, for this errno."""
+        return {"EFBIG": "raise the file-size limit (ulimit -f, prlimit --fsize, LimitFSIZE=)",
+                "EDQUOT": "free space within your quota (quota -s)"}.get(self.errno_name, "free some space (df -h)")
+
+    @classmethod
+    def matches(cls, err: BaseException) -> bool:
+        import errno as _errno
+
+        return isinstance(err, OSError) and _errno.errorcode.get(err.errno or 0) in cls.ERRNOS
+
+
 class NoCheckpoint(LabkitError):
     """``--resume`` found no checkpoint that verifies."""
 

@@ -89,7 +89,9 @@ def test_failed_save_leaves_the_previous_file_and_no_temporary(tmp_path, monkeyp
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    from labkit.errors import DiskFull
+
+    with pytest.raises(DiskFull, match=r"ckpt-00000005.lkc was not saved .*No space left on device \(ENOSPC\)"):
         checkpoint.save(tmp_path, 5, {"w": np.zeros(3)}, {})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-00000005.lkc"]

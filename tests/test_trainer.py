@@ -6,6 +6,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -199,3 +201,62 @@ def test_sigterm_during_startup_is_still_a_clean_stop(tmp_path, spawn):
 def _catches_sigterm(pid: int) -> bool:
     status = open(f"/proc/{pid}/status").read()
     return bool(int(status.split("SigCgt:")[1].split()[0], 16) & (1 << (signal.SIGTERM - 1)))
+
+
+# --- a full disk during a save (issue 17) ------------------------------------------------------
+def _one_line_error(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error:" in line]
+
+
+def test_a_file_size_limit_during_the_first_save_is_one_line_and_exit_1(tmp_path):
+    import shutil
+
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit is not installed")
+    run = tmp_path / "run"
+    done = subprocess.run(["prlimit", "--fsize=20000", sys.executable, "-m", "labkit", "train", "--run-dir", str(run),
+                           "--epochs", "1", "--step-time", "0.001"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Traceback" not in (run / "train.log").read_text()
+    errors = _one_line_error(done.stderr)
+    assert len(errors) == 1 and "EFBIG" in errors[0] and "prlimit --fsize" in errors[0], done.stderr
+    assert not list((run / "checkpoints").iterdir()), "no temporary file is left behind"
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path):
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
+    try:
+        run = disk / "run"
+        trainer = subprocess.Popen([sys.executable, "-m", "labkit", "train", "--run-dir", str(run), "--epochs", "20",
+                                    "--step-time", "0.05"], stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: list((run / "checkpoints").glob("*.lkc")), 30, "the first checkpoint")
+            with open(disk / "filler", "wb") as filler:  # fill the disk to the last byte
+                try:
+                    while True:
+                        filler.write(b"\0" * 65536)
+                        filler.flush()
+                except OSError:
+                    pass
+            _, stderr = trainer.communicate(timeout=60)
+        finally:
+            if trainer.poll() is None:
+                trainer.kill()
+                trainer.wait()
+        assert trainer.returncode == 1, stderr
+        assert "Traceback" not in stderr
+        errors = _one_line_error(stderr)
+        assert len(errors) == 1 and "ENOSPC" in errors[0] and "previous checkpoint (step 10) is kept" in errors[0], stderr
+        from labkit import checkpoint
+
+        kept = checkpoint.list_checkpoints(run / "checkpoints")
+        assert [step for step, _ in kept] == [10] and checkpoint.load(kept[0][1]).step == 10
+        assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")], "a temporary file was left"
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labkit import checkpoint
-from labkit.errors import BadArgument, LabkitError, NoCheckpoint
+from labkit.errors import BadArgument, DiskFull, LabkitError, NoCheckpoint
 from labkit.trainer import model
 from labkit.trainer.config import TrainConfig, add_arguments, config_from_args
 from labkit.trainer.faults import Faults
@@ -104,6 +104,15 @@ class Trainer:
         except WorkerDied as err:
             self.files.log(f"error: {err}; the last checkpoint is step {self.state.saved_step}")
             return 1
+        except (DiskFull, OSError) as err:
+            if not isinstance(err, DiskFull) and not DiskFull.matches(err):
+                raise
+            full = err if isinstance(err, DiskFull) else DiskFull(f"writing in {self.config.run_dir}", err)
+            kept = self.state.saved_step if self.state else -1
+            self.files.log(f"error: {full}; " + (f"the previous checkpoint (step {kept}) is kept" if kept >= 0 else
+                                                 "no checkpoint was saved yet")
+                           + f"; {full.advice}, then resume with --resume")
+            return full.exit_code
         finally:
             if self.loader is not None:
                 self.loader.close()

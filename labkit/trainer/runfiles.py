@@ -40,7 +40,10 @@ class RunFiles:
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
         line = f"{stamp} [pid {os.getpid()}] {message}"
-        self.log_file.write(line + "\n")
+        try:
+            self.log_file.write(line + "\n")
+        except OSError:  # a full disk: the console still gets the line, and the run decides what to do
+            pass
         if self._echo is not None:
             try:
                 self._echo.write(line + "\n")
@@ -77,6 +80,9 @@ class RunFiles:
         write_atomic(self.final, (json.dumps(summary, indent=2) + "\n").encode())
 
     def close(self) -> None:
-        """Close the log and metrics files."""
-        self._metrics.close()
-        self.log_file.close()
+        """Close the log and metrics files (a full disk may refuse their last buffered bytes)."""
+        for handle in (self._metrics, self.log_file):
+            try:
+                handle.close()
+            except OSError:
+                pass
