@@ -2,11 +2,11 @@
 
 A :class:`TreeSampler` reads a process and its descendants; :func:`monitor` samples one
 every ``interval_s`` into a list of :class:`Sample`; :func:`write_csv` / :func:`read_csv`
-store them (the columns of ``labkit monitor --csv``); :class:`LivePlot` and :func:`plot`
-draw them next to a trainer's loss. CPU is the whole tree's, 100 = one core busy.
+store them (the columns of ``labkit monitor --csv``); :mod:`labkit.liveplot` draws them
+next to a trainer's loss. CPU is the whole tree's, 100 = one core busy.
 
 >>> samples = monitor(4242, interval_s=0.5, duration_s=10)   # doctest: +SKIP
->>> plot(samples, "run.png", run_dir="runs/demo")            # doctest: +SKIP
+>>> liveplot.plot(samples, "run.png", run_dir="runs/demo")   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -386,6 +386,8 @@ def main(args: argparse.Namespace) -> int:
         raise LabkitError(f"no process with pid {args.pid}") from None
     except psutil.AccessDenied:
         raise PermissionDenied(f"reading process {args.pid}", "watch your own processes, or run as root") from None
+    from labkit.liveplot import plot  # matplotlib only when a plot is asked for
+
     for path, write in ((args.csv, write_csv), (args.plot, lambda s, p: plot(s, p, run_dir=args.run_dir))):
         if path is not None:
             try:
@@ -413,6 +415,3 @@ def _summary(pid: int, samples: Sequence[Sample]) -> str:
             f"cpu mean {sum(cpu) / len(cpu):.1f}%, max {max(cpu):.1f}%; "
             f"rss max {max(s.rss_bytes for s in samples) / _MIB:.1f} MiB; last status {samples[-1].status}")
 
-
-# The drawing side lives in labkit.liveplot; re-exported so `monitor.plot` and friends keep working.
-from labkit.liveplot import LivePlot, MetricsTail, plot, read_losses  # noqa: E402,F401

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from conftest import run_trainer, wait_for
+from labkit import liveplot
 from labkit import monitor as mon
 from labkit.errors import BadArgument, LabkitError
 
@@ -269,10 +270,10 @@ def test_plot_writes_a_png_with_cpu_rss_loss_and_markers(spawn, tmp_path):
     trainer = spawn.trainer(run_dir, "--epochs", "1", "--steps-per-epoch", "20", "--step-time", "0.03")
     samples = mon.monitor(trainer.pid, interval_s=0.1)
     assert samples[-1].ended and trainer.wait(5) == 0
-    losses = mon.read_losses(run_dir)
+    losses = liveplot.read_losses(run_dir)
     assert [step for _, step, _ in losses] == list(range(1, 21))
     png = tmp_path / "run.png"
-    fig = mon.plot(samples, png, run_dir=run_dir, markers=[(samples[2].t, "SIGUSR1")])
+    fig = liveplot.plot(samples, png, run_dir=run_dir, markers=[(samples[2].t, "SIGUSR1")])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     texts = [text.get_text().strip() for text in fig.axes[0].texts]
     assert "SIGUSR1" in texts and samples[-1].status in texts
@@ -286,12 +287,12 @@ def test_plot_of_a_finished_run(tmp_path):
     assert run_trainer(run_dir, "--epochs", "1", "--steps-per-epoch", "10", "--step-time", "0").returncode == 0
     samples = [mon.Sample(time.time() + i, 1, 50.0, 2**20 * i, 1, 0, "running") for i in range(3)]
     png = tmp_path / "done.png"
-    fig = mon.plot(samples, png, run_dir=run_dir)
+    fig = liveplot.plot(samples, png, run_dir=run_dir)
     assert png.read_bytes()[:4] == b"\x89PNG" and len(fig.axes[2].lines[0].get_xdata()) == 10
 
 
 def test_live_plot_redraws_in_place():
-    live = mon.LivePlot(title="trainer")
+    live = liveplot.LivePlot(title="trainer")
     first = [mon.Sample(100.0 + i, 7, 10.0 * i, 2**20, 1, 0, "running") for i in range(3)]
     live.update(first)
     assert live.to_png()[:4] == b"\x89PNG" and not live.ax_loss.get_visible()
@@ -309,8 +310,8 @@ def test_live_plot_redraws_in_place():
 def test_read_losses_skips_a_partial_last_line(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "epoch": 0, "loss": 2.5, "time": 10.0}\n'
                                             '{"step": 2, "epoch": 0, "lo')
-    assert mon.read_losses(tmp_path) == [(10.0, 1, 2.5)]
-    assert mon.read_losses(tmp_path / "missing") == []
+    assert liveplot.read_losses(tmp_path) == [(10.0, 1, 2.5)]
+    assert liveplot.read_losses(tmp_path / "missing") == []
 
 
 def test_import_does_not_load_matplotlib():
@@ -322,7 +323,7 @@ def test_import_does_not_load_matplotlib():
 def test_live_plot_with_only_markers_renders(tmp_path):
     import time as _time
 
-    live = mon.LivePlot()
+    live = liveplot.LivePlot()
     live.update([], [], [(_time.time(), "SIGTERM")])  # a signal before the first sample
     assert live.to_png().startswith(b"\x89PNG")
 
@@ -331,7 +332,7 @@ def test_metrics_tail_reads_only_new_lines_and_restarts_on_a_rewrite(tmp_path):
     import json as _json
 
     path = tmp_path / "metrics.jsonl"
-    tail = mon.MetricsTail(tmp_path)
+    tail = liveplot.MetricsTail(tmp_path)
     assert tail.read() == []
     path.write_text("".join(_json.dumps({"step": i, "epoch": 0, "loss": 1.0 / i, "time": i}) + "\n"
                             for i in range(1, 4)) + '{"step": 4, "ep')  # the last line is being written

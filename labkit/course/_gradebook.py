@@ -15,12 +15,58 @@ import csv
 import io
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 FIELDS = ("student", "notebook", "score", "max_score", "status", "protections")
 GRADER_ERROR = "grader error"  #: statuses starting so are the grader's failures: retried on rerun
 CSV_NAME = "gradebook.csv"
 STATE_NAME = ".gradebook-state.json"
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test cell of the solution, as it went for one submission."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    grade_id: str
+    cell_index: int
+    points: float  #: scored: max_points or 0
+    max_points: float
+    passed: bool
+    message: str  #: "passed", the error it raised, or why it did not run
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    """The grade of one submission: a gradebook row, plus the details behind it."""
+
+    student: str
+    notebook: str  #: the notebook's name without .ipynb
+    score: float
+    max_score: float | None  #: None when no solution could be read
+    status: str  #: "ok", "not answered", "timeout in cell 7", "kernel died in cell 4 (...)", ...
+    submission: Path | None = None
+    tests: tuple[TestResult, ...] = ()
+    seconds: float = 0.0
+    resumed: bool = False  #: read from an earlier run's gradebook, not graded now
+    protections: str = ""  #: what held the submission (``_isolation.Isolation.describe``)
+
+    @property
+    def grader_error(self) -> bool:
+        """Whether grading failed on the grader's side (no solution, kernel did not start)."""
+        return self.status.startswith(GRADER_ERROR)
+
+    def row(self) -> dict[str, str]:
+        """The gradebook.csv row."""
+        return {"student": self.student, "notebook": self.notebook, "score": _number(self.score),
+                "max_score": "" if self.max_score is None else _number(self.max_score), "status": self.status,
+                "protections": self.protections}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(round(value, 4))
 
 
 def digest(*parts: bytes) -> str:

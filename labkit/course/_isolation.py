@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_USER = "labkit-grader"
+SANDBOX = Path(__file__).with_name("_sandbox.py")  #: the kernel wrapper the grader runs (stdlib only)
 
 
 @dataclass(frozen=True)
@@ -147,12 +148,11 @@ def try_sandbox(uid: int, gid: int, expose: list[str]) -> str | None:
     import json
     import tempfile
 
-    from labkit.course._run import _SANDBOX
 
     top = tempfile.mkdtemp(prefix="labkit-grade-check-")
     try:
         os.mkdir(os.path.join(top, "work"))
-        command = [sys.executable, "-I", "-S", str(_SANDBOX), "--top", top, "--status", os.path.join(top, "end.json"),
+        command = [sys.executable, "-I", "-S", str(SANDBOX), "--top", top, "--status", os.path.join(top, "end.json"),
                    "--uid", str(uid), "--gid", str(gid)]
         for folder in expose:
             command += ["--expose", folder]

@@ -31,14 +31,13 @@ from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from labkit.course import _cgroup
-from labkit.course._isolation import Isolation
+from labkit.course._isolation import SANDBOX as _SANDBOX, Isolation
 from labkit.course._relay import JudgeLink, StandIns, cell_roles, freezes
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
 TOKEN_VAR = "LABKIT_GRADE_TOKEN"  #: set in the kernel's environment; inherited by all it starts
-_SANDBOX = Path(__file__).with_name("_sandbox.py")
 OUTPUT_MAX_BYTES = 2**20
 #: The grader's environment variables a kernel keeps; the rest (credentials, tokens) is dropped.
 KEPT_ENV = {"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "USER", "LOGNAME", "SHELL", "VIRTUAL_ENV",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from nbformat import NotebookNode
 
     from labkit.course._merge import Answer, Lesson
-    from labkit.course.grade import GradeResult
+    from labkit.course._gradebook import GradeResult
 
 MESSAGE_CHARS = 400
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

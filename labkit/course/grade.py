@@ -22,11 +22,12 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from labkit.course._gradebook import CSV_NAME, GRADER_ERROR, Gradebook, digest, read_gradebook
+from labkit.course._gradebook import (CSV_NAME, GRADER_ERROR, Gradebook, GradeResult, TestResult, _number, digest,
+                                      read_gradebook)
 from labkit.course._merge import (InvalidSubmission, Lesson, Submission, extra_cells, find_answers,
                                   load_lesson, notebook_to_run, read_submission, submissions_from)
 from labkit.course._isolation import DEFAULT_USER, Isolation, plan
@@ -39,45 +40,6 @@ __all__ = ["GradeLimits", "GradeResult", "Submission", "TestResult", "add_argume
            "grade_notebook", "main", "read_gradebook", "submissions_from"]
 
 
-@dataclass(frozen=True)
-class TestResult:
-    """One test cell of the solution, as it went for one submission."""
-
-    __test__ = False  # not a pytest test class despite the name
-
-    grade_id: str
-    cell_index: int
-    points: float  #: scored: max_points or 0
-    max_points: float
-    passed: bool
-    message: str  #: "passed", the error it raised, or why it did not run
-
-
-@dataclass(frozen=True)
-class GradeResult:
-    """The grade of one submission: a gradebook row, plus the details behind it."""
-
-    student: str
-    notebook: str  #: the notebook's name without .ipynb
-    score: float
-    max_score: float | None  #: None when no solution could be read
-    status: str  #: "ok", "not answered", "timeout in cell 7", "kernel died in cell 4 (...)", ...
-    submission: Path | None = None
-    tests: tuple[TestResult, ...] = ()
-    seconds: float = 0.0
-    resumed: bool = False  #: read from an earlier run's gradebook, not graded now
-    protections: str = ""  #: what held the submission (``_isolation.Isolation.describe``)
-
-    @property
-    def grader_error(self) -> bool:
-        """Whether grading failed on the grader's side (no solution, kernel did not start)."""
-        return self.status.startswith(GRADER_ERROR)
-
-    def row(self) -> dict[str, str]:
-        """The gradebook.csv row."""
-        return {"student": self.student, "notebook": self.notebook, "score": _number(self.score),
-                "max_score": "" if self.max_score is None else _number(self.max_score), "status": self.status,
-                "protections": self.protections}
 
 
 def grade(submissions: Iterable[str | os.PathLike[str] | Submission], out_dir: str | os.PathLike[str], *,
@@ -302,10 +264,6 @@ def _from_row(row: Mapping[str, str], sub: Submission) -> GradeResult:
     max_score = float(row["max_score"]) if row["max_score"] else None
     return GradeResult(row["student"], row["notebook"], float(row["score"] or 0), max_score, row["status"],
                        sub.path, resumed=True, protections=row.get("protections", ""))
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(round(value, 4))
 
 
 def _run_coroutine(coroutine):

@@ -9,10 +9,10 @@ __all__ = ["FAULTS", "TrainConfig", "add_arguments", "config_from_args", "run"]
 
 
 def run(config: TrainConfig, argv: list[str] | None = None) -> int:
-    """Run the trainer in this process and return its exit code (see :mod:`labkit.trainer.loop`).
+    """Run the trainer in this process and return its exit code (see :mod:`labkit.trainer.entry`).
 
     With ``config.ranks > 1`` this process launches the ranks, each given ``argv``.
     """
-    from labkit.trainer.loop import run as _run
+    from labkit.trainer.entry import run as _run
 
     return _run(config, argv)

@@ -12,7 +12,7 @@ install_early()  # before numpy loads: a SIGTERM during start-up is still a clea
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from labkit.trainer.loop import main  # noqa: E402  (after the environment is set)
+from labkit.trainer.entry import main  # noqa: E402  (after the environment is set)
 
 code = main()
 # Everything that matters is durable by now: the checkpoint is fsynced, the log and metrics

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import signal
-import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from labkit import checkpoint
-from labkit.errors import BadArgument, DiskFull, LabkitError, NoCheckpoint
+from labkit.errors import BadArgument, DiskFull, NoCheckpoint
 from labkit.trainer import model
-from labkit.trainer.config import TrainConfig, add_arguments, config_from_args
+from labkit.trainer.config import TrainConfig
 from labkit.trainer.faults import Faults
 from labkit.trainer.loader import InlineLoader, WorkerDied, WorkerPool
 from labkit.trainer.runfiles import RunFiles
@@ -270,47 +267,3 @@ def _sleep_until(deadline: float) -> None:
     remaining = deadline - time.monotonic()
     if remaining > 0:
         time.sleep(remaining)
-
-
-def run(config: TrainConfig, argv: list[str] | None = None) -> int:
-    """Run the trainer in this process and return its exit code.
-
-    With ``ranks > 1`` this process is the launcher of that many rank processes (``argv``
-    are the arguments each rank gets, plus its ``--rank``).
-
-    >>> run(TrainConfig(run_dir=Path("runs/demo"), epochs=1))  # doctest: +SKIP
-    0
-    """
-    if config.ranks > 1 and config.rank is None:
-        from labkit.trainer.distributed import launch
-
-        return launch(config, argv if argv is not None else sys.argv[1:])
-    try:
-        if config.rank is not None:
-            from labkit.trainer.ranks import RankTrainer
-
-            trainer = RankTrainer(config)
-        else:
-            trainer = Trainer(config)
-    except LabkitError as err:  # e.g. a run folder that cannot be created: one line, no traceback
-        print(f"labkit: error: {err}", file=sys.stderr)
-        return err.exit_code
-    try:
-        return trainer.run()
-    except LabkitError as err:
-        trainer.files.log(f"error: {err}")
-        return err.exit_code
-    except Exception:
-        trainer.files.log("crashed:\n" + traceback.format_exc().rstrip())
-        return 1
-    finally:
-        trainer.files.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m labkit.trainer``."""
-    parser = argparse.ArgumentParser(prog="python -m labkit.trainer",
-                                     description="A simulated ML training job that behaves like a real one.")
-    add_arguments(parser)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return run(config_from_args(parser.parse_args(argv)), argv)
