@@ -68,16 +68,21 @@ def test_a_service_runs_in_a_cgroup_of_its_own_and_its_output_reaches_journalctl
     env = manager.user_environment()
     name = f"labkit-test-echo-{os.getpid()}"
     started = subprocess.run(["systemd-run", "--user", "--unit", name, "-p", "RemainAfterExit=yes", "/bin/sh", "-c",
-                              "echo hello from $$; cat /proc/self/cgroup; exit 0"],
+                              # sleep: journald reads a line's unit from the sender's cgroup when it
+                              # processes the line, and a process already gone has none (measured: a
+                              # busy machine loses the unit tag of an instant service's lines)
+                              "echo hello from $$; cat /proc/self/cgroup; sleep 1; exit 0"],
                              capture_output=True, text=True, timeout=30, env=env)
     try:
         assert started.returncode == 0, started.stderr
-        lines = wait_for(lambda: [line for line in subprocess.run(
-            ["journalctl", "--user-unit", f"{name}.service", "-o", "cat", "--no-pager"],
-            capture_output=True, text=True, timeout=30, env=env).stdout.splitlines() if line], what="journal lines")
-        assert any(line.startswith("hello from ") for line in lines), lines
         cgroup = f"/user@{os.geteuid()}.service/app.slice/{name}.service"
-        assert any(line.endswith(cgroup) for line in lines), lines
+
+        def journal() -> list[str]:
+            return subprocess.run(["journalctl", "--user-unit", f"{name}.service", "-o", "cat", "--no-pager"],
+                                  capture_output=True, text=True, timeout=30, env=env).stdout.splitlines()
+
+        wait_for(lambda: any(line.endswith(cgroup) for line in journal()), what="the service's lines in the journal")
+        assert any(line.startswith("hello from ") for line in journal()), journal()
         shown = systemctl(env, "show", f"{name}.service", "-p", "Result,ExecMainStatus,ActiveState").stdout
         assert "Result=success" in shown and "ExecMainStatus=0" in shown
     finally:
@@ -188,3 +193,18 @@ def test_a_refusal_is_a_typed_error(monkeypatch, own_home):
     monkeypatch.setattr(manager, "why_cannot_start", lambda: "systemd is PID 1 here: use the login's manager")
     with pytest.raises(LabkitError, match="systemd is PID 1"):
         manager.start()
+
+
+@needs_manager
+def test_the_manager_logs_to_the_journal_so_journalctl_shows_its_own_lines():
+    env = manager.user_environment()
+    name = f"labkit-test-fails-{os.getpid()}"
+    subprocess.run(["systemd-run", "--user", "--unit", name, "/bin/sh", "-c", "exit 3"], capture_output=True,
+                   timeout=30, env=env)
+    try:
+        lines = wait_for(lambda: "Main process exited, code=exited, status=3" in subprocess.run(
+            ["journalctl", "--user-unit", f"{name}.service", "-o", "cat", "--no-pager"], capture_output=True,
+            text=True, timeout=30, env=env).stdout, what="the manager's own line in the journal")
+        assert lines
+    finally:
+        systemctl(env, "reset-failed", f"{name}.service")

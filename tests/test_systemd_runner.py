@@ -39,7 +39,9 @@ def test_on_failure_restarts_a_crash_until_the_start_limit_puts_it_in_failed(hom
     assert state == "failed"
     assert starts(events) == 3  # burst 3: the fourth start is refused
     assert len(named(events, "restart")) == 3
-    assert named(events, "failed")[-1]["result"] == "start-limit-hit"
+    # systemd 252 keeps the last run's failure as the result; start-limit-hit only after a success
+    assert named(events, "failed")[-1]["result"] == "exit-code"
+    assert "Start request repeated too quickly" in named(events, "failed")[-1]["message"]
     assert all(e["code"] == 1 for e in named(events, "exit", phase="ExecStart"))
 
 
@@ -60,11 +62,12 @@ def test_restart_always_restarts_a_clean_exit_too(home, tmp_path):
 @pytest.mark.parametrize("restart, command, restarted, result", [
     # the table in systemd.service(5): which exits restart under which Restart=
     ("on-abnormal", "exit 1", False, "exit-code"),
-    ("on-abnormal", "kill -KILL $$", True, "signal"),
-    ("on-abort", "kill -KILL $$", True, "signal"),
+    # ($$ in a unit file is one $, so the shell's own pid is $$$$ there)
+    ("on-abnormal", "kill -KILL $$$$", True, "signal"),
+    ("on-abort", "kill -KILL $$$$", True, "signal"),
     ("on-abort", "exit 3", False, "exit-code"),
-    ("on-failure", "kill -TERM $$", False, "success"),  # SIGTERM counts as a clean exit
-    ("on-success", "kill -TERM $$", True, "success"),
+    ("on-failure", "kill -TERM $$$$", False, "success"),  # SIGTERM counts as a clean exit
+    ("on-success", "kill -TERM $$$$", True, "success"),
     ("on-success", "exit 1", False, "exit-code"),
     ("no", "exit 1", False, "exit-code"),
 ])
@@ -74,10 +77,8 @@ def test_the_restart_table(home, tmp_path, restart, command, restarted, result):
     state, events = run_unit(path)
     assert (starts(events) == 2) is restarted, [e["event"] for e in events]
     final = named(events, "failed") or named(events, "stopped")
-    if not restarted:
-        assert final[-1]["result"] == result
-    else:
-        assert final[-1]["result"] == "start-limit-hit"
+    # after the start limit, the result is the last run's, or start-limit-hit if that one succeeded
+    assert final[-1]["result"] == ("start-limit-hit" if restarted and result == "success" else result)
 
 
 def test_success_exit_status_and_restart_prevent_exit_status(home, tmp_path):
@@ -144,7 +145,7 @@ def test_exec_start_pre_failure_fails_the_start_and_exec_stop_post_still_runs(ho
                           f"ExecStopPost={SH} -c 'echo $SERVICE_RESULT $EXIT_STATUS > {marker}'\n")
     state, events = run_unit(path)
     assert state == "failed" and starts(events) == 0
-    assert marker.read_text().split() == ["exit-code", "2"]
+    assert marker.read_text().split() == ["exit-code"]  # the main process never ran: no $EXIT_STATUS
     path = unit(tmp_path, f"ExecStartPre=-{SH} -c 'exit 2'\nExecStart={SH} -c 'exit 0'\n")
     state, events = run_unit(path)
     assert state == "inactive" and starts(events) == 1  # '-': the failure is ignored
@@ -211,30 +212,63 @@ def test_run_prints_journal_lines_and_logs_reads_them(home, tmp_path):
     assert events[-1]["event"] == "stopped"
 
 
-def test_real_mode_builds_the_systemd_run_command_from_the_unit(tmp_path):
-    from labkit.systemd.real import systemd_run_argv
-    from labkit.systemd.unitfile import parse
+def test_real_mode_reads_what_systemctl_show_says_of_each_command():
+    from labkit.systemd.real import _describe_exit, _records
 
-    unit = parse("[Unit]\nStartLimitBurst=3\n[Service]\nExecStart=/usr/bin/python3 -m labkit.trainer --run-dir 'a b'\n"
-                 "Restart=on-failure\nKillMode=mixed\nEnvironment=A=1\nEnvironment=B=2\n", "train.service")
-    argv = systemd_run_argv(unit, "labkit-train.service")
-    assert argv[:6] == ["systemd-run", "--user", "--unit", "labkit-train.service", "--collect", "--quiet"]
-    assert ["-p", "Restart=on-failure"] == argv[6:8] and "KillMode=mixed" in argv and "StartLimitBurst=3" in argv
-    assert argv.count("-p") == 5 and argv[argv.index("--") + 1:] == ["/usr/bin/python3", "-m", "labkit.trainer",
-                                                                      "--run-dir", "a b"]
+    shown = ("{ path=/bin/sh ; argv[]=/bin/sh -c exit 1 ; ignore_errors=no ; start_time=[Sun 2026-11-29 17:26:09.771567 "
+             "UTC] ; stop_time=[Sun 2026-11-29 17:26:09.777105 UTC] ; pid=11841 ; code=exited ; status=1 }\n"
+             "{ path=/bin/sleep ; argv[]=/bin/sleep 9 ; ignore_errors=yes ; start_time=[n/a] ; stop_time=[n/a] ; "
+             "pid=11850 ; code=killed ; status=15/TERM }")
+    first, second = _records(shown)
+    assert (first["pid"], first["code"], first["status"]) == ("11841", "exited", "1")
+    assert _describe_exit(first["code"], first["status"]) == {"code": 1, "status": 1}
+    assert _describe_exit(second["code"], second["status"]) == {"code": 143, "status": "SIGTERM", "core_dumped": False}
+    assert _describe_exit("exited", "203/EXEC") == {"code": 203, "status": "EXEC"}
 
 
 NO_USER_MANAGER = __import__("labkit.systemd.real", fromlist=["why_unavailable"]).why_unavailable()
 
 
 @pytest.mark.skipif(NO_USER_MANAGER is not None, reason=f"no real systemd user manager: {NO_USER_MANAGER}")
-def test_real_mode_restarts_under_the_user_manager(home, tmp_path):
-    path = unit(tmp_path, f"ExecStart={SH} -c 'exit 1'\nRestart=on-failure\nRestartSec=100ms\n",
-                "StartLimitIntervalSec=10s\nStartLimitBurst=3\n", name="labkit-real-test.service")
+def test_real_mode_reports_a_crash_loop_as_failed_with_systemds_result(home, tmp_path):
+    from labkit.systemd.real import keeper_name, unit_dir
+
+    path = unit(tmp_path, f"ExecStartPre=/bin/true\nExecStart={SH} -c 'exit 1'\nRestart=on-failure\nRestartSec=100ms\n"
+                          f"ExecStopPost=/bin/true\n", "StartLimitIntervalSec=10s\nStartLimitBurst=3\n",
+                name="labkit-real-test.service")
     done = subprocess.run([sys.executable, "-m", "labkit", "unit", "run", "--real", "--json", str(path)],
                           capture_output=True, text=True, timeout=60)
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert done.returncode == 1 and events[-1]["event"] == "failed", done.stdout + done.stderr
+    assert events[-1]["result"] == "exit-code" and events[-1]["n_restarts"] == 3  # systemd's Result=, NRestarts=
+    assert [e["attempt"] for e in named(events, "restart")] == [1, 2, 3]
+    assert named(events, "exit", phase="ExecStart")[-1]["code"] == 1
+    assert named(events, "start", phase="ExecStartPre") and named(events, "start", phase="ExecStopPost")
+    left = [p.name for p in unit_dir().glob("*") if p.name in ("labkit-real-test.service", keeper_name(path.name))]
+    assert left == []  # the copy and the target that kept it loaded are gone
+
+
+@pytest.mark.skipif(NO_USER_MANAGER is not None, reason=f"no real systemd user manager: {NO_USER_MANAGER}")
+def test_real_mode_stops_like_systemctl_stop_and_runs_exec_stop(home, tmp_path):
+    seen = tmp_path / "stop-saw"
+    path = unit(tmp_path, f"ExecStart=/bin/sleep 300\nExecStop={SH} -c 'echo $$SERVICE_RESULT $$MAINPID > {seen}'\n",
+                name="labkit-real-stop.service")
+    with UnitRun(path, real=True) as run:
+        main = run.wait_for("start", where=lambda e: e["phase"] == "ExecStart")["pid"]
+        assert run.stop(timeout_s=30) == "inactive"
+    assert seen.read_text().split() == ["success", str(main)]
+    assert named(run.events, "stopping")[0]["main_pid"] == main
+    assert named(run.events, "exit", phase="ExecStart")[-1]["status"] == "SIGTERM"
+    assert run.events[-1]["event"] == "stopped" and run.events[-1]["real"] is True
+
+
+@pytest.mark.skipif(NO_USER_MANAGER is not None, reason=f"no real systemd user manager: {NO_USER_MANAGER}")
+def test_real_mode_refuses_in_systemds_words_and_so_does_the_runner(home, tmp_path):
+    path = unit(tmp_path, "ExecStart=./train.sh\n", name="labkit-real-relative.service")
+    for real in (True, False):
+        with pytest.raises(LabkitError, match=r"labkit-real-relative.service:5: Neither a valid executable name nor "
+                                              r"an absolute path: ./train.sh; .*Unit configuration has fatal error"):
+            run_unit(path, real=real, timeout_s=60)
 
 
 def test_real_mode_without_a_user_manager_is_one_line(home, tmp_path, monkeypatch):
@@ -252,3 +286,26 @@ def test_a_missing_working_directory_is_200_chdir_unless_optional(home, tmp_path
     assert state == "failed" and (exit_["code"], exit_["status"]) == (200, "CHDIR")
     state, _ = run_unit(unit(tmp_path, f"ExecStart={SH} -c 'pwd'\nWorkingDirectory=-{tmp_path / 'nope'}\n"))
     assert state == "inactive"
+
+
+def test_environment_files_are_read_as_systemd_reads_them(tmp_path):
+    from labkit.systemd.service import read_environment_file
+
+    env_file = tmp_path / "env"
+    env_file.write_text('# c\nA=plain \nB="say \\"hi\\" \\x"\nC=\'$lit\'\nD=one \\\ntwo\nexport E=1\n  F =  f # g\n')
+    warnings: list[str] = []
+    assert read_environment_file(env_file, warnings) == {"A": "plain", "B": 'say "hi" \\x', "C": "$lit",
+                                                         "D": "one two", "F": "f # g"}
+    assert warnings == [f'{env_file}:7: invalid variable name "export E", ignoring.']
+
+
+def test_exec_lines_expand_variables_and_specifiers_as_systemd_does():
+    from labkit.systemd.runner import _expand
+    from labkit.systemd.service import ServiceSpec
+    from labkit.systemd.unitfile import parse
+
+    spec = ServiceSpec.from_unit(parse("[Service]\nEnvironment=N=%I\nExecStart=/bin/echo %n %I %% $$HOME "
+                                       "$A ${A} $A$B a$A ${Z}x\n", "job@a\\x2db.service"))
+    assert spec.environment == {"N": "a-b"}
+    argv = _expand(spec.commands["ExecStart"][0], {"A": "1 2", "B": "3"})
+    assert argv == ["/bin/echo", "job@a\\x2db.service", "a-b", "%", "$HOME", "1", "2", "1 2", "a$A", "x"]

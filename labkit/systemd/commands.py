@@ -26,7 +26,7 @@ def add_arguments(sub) -> None:
     run.add_argument("--stop-after", type=float, default=None, metavar="SEC",
                      help="`systemctl stop` the unit after SEC seconds")
     run.add_argument("--real", action="store_true",
-                     help="run it under the real systemd user manager (systemd-run --user), where one exists")
+                     help="run it on the real systemd user manager (a copy in its unit folder), where one runs")
     logs = actions.add_parser("logs", help="the journal of a unit run by labkit (like journalctl -u)")
     logs.add_argument("name", help="the unit's file name, e.g. train.service")
     logs.add_argument("--lines", "-n", type=int, default=None)
@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     unit = load(args.file)
     if unit.type != ".service":
         raise BadArgument(f"{unit.name}: `labkit unit run` runs .service units; for a timer use `labkit unit timer`")
-    spec = ServiceSpec.from_unit(unit)
+    spec = None if args.real else ServiceSpec.from_unit(unit)  # --real: systemd judges the unit itself
     journal = Journal(unit.name)
 
     def emit(record: dict) -> None:
@@ -85,16 +85,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_real(unit, journal, emit, args: argparse.Namespace) -> str:
     import signal
-    import time
 
     from labkit.systemd.real import run_real
 
-    started, asked = time.monotonic(), []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    asked = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: asked.append(True))
 
-    def report(event: str, **fields) -> None:
-        record = {"event": event, "t": round(time.monotonic() - started, 3), "unit": unit.name, "real": True, **fields}
+    def report(record: dict) -> None:
         journal.event(record)
         emit(record)
 

@@ -1,5 +1,8 @@
 """Run a unit from Python (a notebook, a test): the runner in its own process, its events here.
 
+``real=True`` runs the same unit on the real systemd user manager instead (``labkit unit run
+--real``, see :mod:`labkit.systemd.real`); the events, states and methods are the same.
+
 >>> run = UnitRun("train.service")                 # doctest: +SKIP
 >>> run.wait_for("restart", timeout_s=10)          # doctest: +SKIP
 >>> run.stop()                                     # doctest: +SKIP
@@ -24,12 +27,14 @@ _EXIT_STATES = {0: "inactive", 1: "failed"}
 
 
 class UnitRun:
-    """``labkit unit run FILE --json`` started in the background, with its events collected."""
+    """``labkit unit run FILE --json`` (``--real`` if ``real``) started in the background, with its
+    events collected in :attr:`events` (dicts, in the order they came)."""
 
     def __init__(self, path: str | os.PathLike, stop_after: float | None = None, run_for: float | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, real: bool = False) -> None:
         self.path = Path(path)
-        argv = [sys.executable, "-m", "labkit", "unit", "run", str(self.path), "--json"]
+        self.real = real
+        argv = [sys.executable, "-m", "labkit", "unit", "run", str(self.path), "--json"] + (["--real"] if real else [])
         argv += ["--stop-after", str(stop_after)] if stop_after is not None else []
         argv += ["--for", str(run_for)] if run_for is not None else []
         self.events: list[dict] = []
@@ -116,8 +121,14 @@ class UnitRun:
 
 
 def run_unit(path: str | os.PathLike, stop_after: float | None = None, run_for: float | None = None,
-             timeout_s: float = 300.0) -> tuple[str, list[dict]]:
-    """Run a unit to its end (or the time limits); return (final state, events)."""
-    with UnitRun(path, stop_after=stop_after, run_for=run_for) as run:
+             timeout_s: float = 300.0, real: bool = False) -> tuple[str, list[dict]]:
+    """Run a unit to its end (or the time limits); return (final state, events).
+
+    ``real=True``: on the real user manager (``labkit unit run --real``).
+
+    Raises:
+        LabkitError: the unit was refused (its one-line reason), or it still ran after ``timeout_s``.
+    """
+    with UnitRun(path, stop_after=stop_after, run_for=run_for, real=real) as run:
         state = run.wait(timeout_s)
         return state, list(run.events)

@@ -340,8 +340,9 @@ def _join(cgroups: list[Path]):
 
 
 def _journal_answers() -> bool:
+    # comm is cut to 15 characters ("systemd-journal"); psutil completes it from the command line
     return (JOURNAL_SOCKETS / "stdout").is_socket() and any(
-        p.info["name"] == "systemd-journal" for p in psutil.process_iter(["name"]))
+        p.info["name"] in ("systemd-journal", "systemd-journald") for p in psutil.process_iter(["name"]))
 
 
 JOURNALD_RECORD = Path("/run/labkit/journald.json")  # machine-wide, as journald's sockets are

@@ -1,39 +1,67 @@
-"""Run a unit under the real systemd user manager, reporting the runner's events.
+"""Run a unit on the real systemd user manager and report it in the runner's events.
 
-Where ``systemctl --user`` reaches a manager (a desktop login, a server with lingering
-enabled), ``labkit unit run --real FILE`` starts the unit's command as a transient unit
-(``systemd-run --user``) with the unit's [Service] settings as properties, then watches
-``systemctl --user show`` and turns what changes into the same events the runner emits
-(start, exit, restart, stopping, failed, stopped). Elsewhere :func:`why_unavailable`
-says why in one line.
+``labkit unit run --real FILE`` copies the unit file into the user manager's unit folder
+(``Manager.unit_dir`` for labkit's own manager, else ``$XDG_CONFIG_HOME/systemd/user``) under
+its own name, so every ``Exec*=`` line runs and every ``[Unit]``/``[Service]`` setting applies
+exactly as systemd reads them (specifiers such as ``%n`` included), and starts it with
+``systemctl --user start``. A small target (``labkit-keep-NAME.target``, with ``After=NAME``)
+holds a reference to the unit while it runs: a unit that ends cleanly is otherwise
+garbage-collected at once and ``systemctl show`` then returns defaults (measured, systemd 252).
+
+The run is watched with ``systemctl --user show`` (every ~40 ms while things change) and the
+unit's journal (``journalctl --user-unit NAME -o json --follow``), and turned into the
+runner's events: ``start``/``exit`` for each process of each phase (pid, code, status, with
+``t`` taken from systemd's own timestamps), ``restart`` (attempt = ``NRestarts``, result),
+``stopping``, ``kill`` (where the journal says systemd sent a signal, e.g. "State
+'stop-sigterm' timed out. Killing.", or where the unit was seen in ``stop-sigterm``), and a
+final ``failed``/``stopped`` carrying systemd's ``Result``, ``NRestarts`` and the main
+process's ``ExecMainCode``/``ExecMainStatus``. Every event has ``"real": true``.
+
+Known limits: systemd keeps only the last run of each command in ``show``; a run that begins
+and ends between two polls and is followed by another run of the same command (a fast crash
+loop) appears only in the ``restart`` count and the journal. ``kill`` events for SIGKILL come
+from the journal, which is only there when the manager logs to journald.
+
+Afterwards the copy and the target are removed and the unit is ``reset-failed``; processes that
+``KillMode=process``/``none`` left in the unit's cgroup are killed (said in a ``kill`` event).
 """
 
 from __future__ import annotations
 
-import shlex
+import json
+import os
+import queue
+import re
 import shutil
+import signal
 import subprocess
+import threading
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
-from labkit.errors import LabkitError, ToolMissing
+from labkit.errors import BadArgument, LabkitError, ToolMissing
 from labkit.systemd.manager import user_environment
-from labkit.systemd.unitfile import UnitFile
+from labkit.systemd.unitfile import UnitFile, split_words
 
-# [Service] keys systemd-run passes on as properties (-p KEY=VALUE); ExecStart is the command
-SERVICE_PROPERTIES = ("Type", "Restart", "RestartSec", "KillMode", "KillSignal", "FinalKillSignal", "SendSIGKILL",
-                      "TimeoutStopSec", "TimeoutStartSec", "SuccessExitStatus", "RestartPreventExitStatus",
-                      "RestartForceExitStatus", "Environment", "EnvironmentFile", "WorkingDirectory", "Nice",
-                      "LimitNOFILE", "LimitNPROC", "LimitAS", "LimitCORE", "MemoryMax", "MemoryHigh", "CPUQuota",
-                      "CPUWeight", "TasksMax", "RemainAfterExit")
-UNIT_PROPERTIES = ("StartLimitIntervalSec", "StartLimitBurst", "Description")
-_SHOWN = "ActiveState,SubState,Result,MainPID,ExecMainStatus,ExecMainCode,NRestarts"
-_POLL_S = 0.2
+PHASES = ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecStop", "ExecStopPost")
+_STATE = ("ActiveState", "SubState", "Result", "MainPID", "ControlPID", "NRestarts", "Job", "ExecMainCode",
+          "ExecMainStatus", "ExecMainPID", "ExecMainStartTimestampMonotonic", "ExecMainExitTimestampMonotonic", "InactiveEnterTimestampMonotonic", "InactiveExitTimestampMonotonic",
+          "ControlGroup", "KillSignal", "LoadState")
+_FAST_S, _SLOW_S, _CALM_S = 0.04, 0.15, 2.0  # poll fast for 2 s after any change, then slower
+_RECORD = re.compile(r"\{ (.*?) \}")
+# systemd's own exit codes (systemd.exec(5), "Process exit codes"), named as the runner names them
+_EXEC_NAMES = {200: "CHDIR", 201: "NICE", 202: "FDS", 203: "EXEC", 204: "MEMORY", 205: "LIMITS", 209: "STDOUT",
+               210: "CHROOT", 214: "SETSCHEDULER", 216: "GROUP", 217: "USER", 218: "CAPABILITIES", 219: "CGROUP",
+               220: "SETSID", 226: "NAMESPACE", 227: "NO_NEW_PRIVILEGES", 243: "CREDENTIALS"}
+_STOP_STATES = {"stop-sigterm": "KillSignal=", "final-sigterm": "KillSignal= to what is left after ExecStopPost",
+                "stop-sigkill": "FinalKillSignal=", "final-sigkill": "FinalKillSignal= to what is left"}
 
 
 def why_unavailable() -> str | None:
     """None if a systemd user manager answers here, else why not (one line)."""
-    for tool in ("systemctl", "systemd-run"):
+    for tool in ("systemctl", "journalctl"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     try:
@@ -47,71 +75,440 @@ def why_unavailable() -> str | None:
     return None
 
 
-def systemd_run_argv(unit: UnitFile, transient_name: str) -> list[str]:
-    """The ``systemd-run --user`` command that starts ``unit``'s service as ``transient_name``."""
-    starts = unit.get_list("Service", "ExecStart")
-    if len(starts) != 1:
-        raise LabkitError(f"{unit.name}: --real runs units with exactly one ExecStart= line")
-    argv = ["systemd-run", "--user", "--unit", transient_name, "--collect", "--quiet"]
-    for key in SERVICE_PROPERTIES:
-        for value in unit.get_list("Service", key):
-            argv += ["-p", f"{key}={value}"]
-    for key in UNIT_PROPERTIES:
-        value = unit.get("Unit", key)
-        if value:
-            argv += ["-p", f"{key}={value}"]
-    return argv + ["--", *shlex.split(starts[0].lstrip("-@:+!"))]
+def unit_dir() -> Path:
+    """The folder the user manager loads unit files from (labkit's manager's, else the user's own)."""
+    from labkit.systemd import manager
+
+    found = manager.find()
+    if found is not None:
+        return found.unit_dir
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "systemd" / "user"
 
 
-def run_real(unit: UnitFile, emit: Callable[..., None], stop_after: float | None = None,
+def keeper_name(unit_name: str) -> str:
+    """The target that keeps ``unit_name`` loaded while labkit reads its result."""
+    return "labkit-keep-" + re.sub(r"[^A-Za-z0-9_.:-]", "_", unit_name) + ".target"
+
+
+def run_real(unit: UnitFile, emit: Callable[[dict], None], stop_after: float | None = None,
              stop_requested: Callable[[], bool] = lambda: False) -> str:
-    """Start ``unit`` under the user manager, report its changes until it ends; return the state.
+    """Run ``unit`` on the user manager until it is inactive or failed; return that state.
+
+    ``emit`` gets each event as a dict (``event``, ``t`` in seconds since the start, ``unit``,
+    ``real``: True, and the event's fields). ``stop_after`` (seconds) or ``stop_requested()``
+    becoming true stop the unit with ``systemctl --user stop``.
 
     Raises:
-        ToolMissing: no user manager here (the reason says why).
-        LabkitError: systemd-run refused the unit.
+        ToolMissing: no user manager answers here (the reason says why).
+        BadArgument: systemd refuses the unit (its own words), or the unit folder already holds
+            another file of that name, or a unit of that name is active on the manager.
     """
     reason = why_unavailable()
     if reason:
         raise ToolMissing("systemd --user", reason)
-    name = "labkit-" + unit.name.removesuffix(".service").replace("@", "-") + ".service"
-    done = subprocess.run(systemd_run_argv(unit, name), capture_output=True, text=True, timeout=30,
-                          env=user_environment())
-    if done.returncode != 0:
-        raise LabkitError(f"systemd-run refused {unit.name}: {done.stderr.strip()}")
-    started, last = time.monotonic(), {}
-    stopping = False
-    while True:
-        state = _show(name)
-        _report_changes(last, state, emit)
-        last = state
-        if state.get("ActiveState") in ("inactive", "failed", "") and last.get("SubState") != "auto-restart":
-            if state.get("ActiveState") == "failed":
-                emit("failed", result=state.get("Result"))
-                return "failed"
-            emit("stopped", result=state.get("Result") or "success")
-            return "inactive"
-        wants_stop = stop_requested() or (stop_after is not None and time.monotonic() - started >= stop_after)
-        if wants_stop and not stopping:
-            stopping = True
-            emit("stopping", reason="systemctl --user stop", main_pid=int(state.get("MainPID") or 0) or None)
-            subprocess.Popen(["systemctl", "--user", "stop", name], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=user_environment())
-        time.sleep(_POLL_S)
+    return RealRun(unit, emit).run(stop_after, stop_requested)
 
 
-def _show(name: str) -> dict[str, str]:
-    done = subprocess.run(["systemctl", "--user", "show", name, "-p", _SHOWN], capture_output=True, text=True,
-                          timeout=10, env=user_environment())
-    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+class RealRun:
+    """One run of a unit on the user manager (see the module doc)."""
+
+    def __init__(self, unit: UnitFile, emit: Callable[[dict], None]) -> None:
+        self.unit, self._emit = unit, emit
+        self.name = unit.name
+        self.env = user_environment()
+        self.folder = unit_dir()
+        self.installed: list[Path] = []
+        self.started = time.monotonic()
+        self.wall_offset = time.time() - time.monotonic()  # systemd's realtime stamps -> monotonic
+        self.seen_start: set[tuple] = set()
+        self.seen_exit: set[tuple] = set()
+        self.restarts = 0
+        self.kill_states: set[tuple[str, str]] = set()
+        self.journal: queue.Queue = queue.Queue()
+        self.manager_logs = False  # True once the manager's own lines reach the journal
+        self.last_line_at = 0.0  # when the latest line of the manager's about this unit was logged
+        self.results: list[str] = []  # UNIT_RESULT of each run the journal reported
+        self._follower: subprocess.Popen | None = None
+        self._pending_kill: dict | None = None
+        self._pending_reason: str | None = None  # "State 'stop-sigterm' timed out. Killing." before its kills
+        self._latest = 0.0  # the latest moment an event was placed at
+
+    # --- events ------------------------------------------------------------------------------
+    def emit(self, event: str, at: float | None = None, **fields) -> None:
+        moment = time.monotonic() if at is None else at
+        if event in ("failed", "stopped"):
+            moment = max(moment, self._latest)  # the final event comes last, as in the runner
+        self._latest = max(self._latest, moment)
+        self._emit({"event": event, "t": round(max(moment - self.started, 0.0), 3), "unit": self.name, "real": True,
+                    **fields})
+
+    # --- the run -----------------------------------------------------------------------------
+    def run(self, stop_after: float | None, stop_requested: Callable[[], bool]) -> str:
+        try:
+            self._install()
+            self._follow_journal()
+            self._systemctl("start", "--no-block", keeper_name(self.name))
+            self.started = time.monotonic()
+            self.wall_offset = time.time() - time.monotonic()
+            self._systemctl("start", "--no-block", self.name, check=True)
+            return self._watch(stop_after, stop_requested)
+        finally:
+            self._clean_up()
+
+    def _install(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / self.name
+        source = self.unit.path
+        if target.exists() or target.is_symlink():
+            if source is None or not target.exists() or not os.path.samefile(target, source):
+                raise BadArgument(f"{target} exists already and is not {source or 'this unit'}: remove it, "
+                                  f"or run that file (`labkit unit run --real {target}`)")
+        else:
+            text = source.read_text(errors="replace") if source else self.unit.render()
+            target.write_text(text)
+            self.installed.append(target)
+        keeper = self.folder / keeper_name(self.name)
+        keeper.write_text(f"[Unit]\nDescription=Keeps {self.name} loaded until labkit has read its result\n"
+                          f"After={self.name}\n")
+        self.installed.append(keeper)
+        state = self._show(("LoadState", "ActiveState", "NeedDaemonReload", "FragmentPath", "LoadError"))
+        if state.get("NeedDaemonReload") == "yes" or state.get("FragmentPath") not in (str(target), ""):
+            self._systemctl("daemon-reload")
+            state = self._show(("LoadState", "ActiveState", "LoadError"))
+        if state.get("ActiveState") not in ("inactive", "failed", None):
+            raise BadArgument(f"{self.name} is {state['ActiveState']} on the user manager already: "
+                              f"`systemctl --user stop {self.name}` first")
+        if state.get("ActiveState") == "failed":
+            self._systemctl("reset-failed", self.name)
+        if state.get("LoadState") != "loaded":
+            raise BadArgument(f"systemd refuses {self.name}: {self._refusal(state)}")
+
+    def _refusal(self, state: dict[str, str]) -> str:
+        """systemd's own words for why the unit did not load: ``systemd-analyze verify``'s lines
+        about the file (the manager logs the same ones), else the journal's, else LoadError."""
+        installed, shown = str(self.folder / self.name), str(self.unit.path or self.name)
+        words: list[str] = []
+        if shutil.which("systemd-analyze"):
+            try:
+                done = subprocess.run(["systemd-analyze", "--user", "verify", installed], capture_output=True,
+                                      text=True, env=self.env, timeout=30)
+                said = (done.stderr + done.stdout).splitlines()
+            except (OSError, subprocess.TimeoutExpired):
+                said = []
+            words = [line.replace(installed, shown) for line in said
+                     if line.startswith((installed + ":", self.name + ": "))]
+        deadline = time.monotonic() + 1.5
+        while not words and time.monotonic() < deadline:
+            done = subprocess.run(["journalctl", "--user-unit", self.name, "-o", "json", "-p", "notice",
+                                   "--since", f"@{time.time() - 5:.6f}"], capture_output=True, text=True,
+                                  env=self.env, timeout=10)
+            for line in done.stdout.splitlines():
+                try:
+                    message = json.loads(line).get("MESSAGE")
+                except ValueError:
+                    continue
+                if isinstance(message, str) and message.replace(installed, shown) not in words:
+                    words.append(message.replace(installed, shown))
+            if not words:
+                time.sleep(0.1)
+        if words:
+            return "; ".join(dict.fromkeys(words))
+        load_error = state.get("LoadError", "")
+        quoted = re.search(r'"(.*)"', load_error)
+        return quoted.group(1) if quoted else (load_error or f"LoadState={state.get('LoadState')}")
+
+    def _watch(self, stop_after: float | None, stop_requested: Callable[[], bool]) -> str:
+        stopping = False
+        last_change = time.monotonic()
+        previous: dict[str, str] = {}
+        while True:
+            state = self._show(_STATE + PHASES)
+            self._read_journal()  # first: the results of runs that ended, for the restart events
+            changed = self._report(state, previous)
+            if changed:
+                last_change = time.monotonic()
+            previous = state
+            if self._finished(state):
+                return self._finish(state)
+            wants_stop = stop_requested() or (stop_after is not None and time.monotonic() - self.started >= stop_after)
+            if wants_stop and not stopping:
+                stopping = True
+                main = int(state.get("MainPID") or 0) or None
+                self.emit("stopping", reason="stop requested, as by systemctl stop", main_pid=main)
+                self._systemctl("stop", "--no-block", self.name)
+                last_change = time.monotonic()
+            calm = time.monotonic() - last_change > _CALM_S
+            time.sleep(_SLOW_S if calm else _FAST_S)
+
+    @staticmethod
+    def _finished(state: dict[str, str]) -> bool:
+        return (state.get("ActiveState") in ("inactive", "failed") and not state.get("Job")
+                and state.get("SubState") != "auto-restart")
+
+    def _finish(self, state: dict[str, str]) -> str:
+        state = self._show(_STATE + PHASES + ("InactiveEnterTimestamp",))  # the last word on every run
+        self._report(state, state)
+        self._drain_journal(state)
+        result = state.get("Result") or "success"
+        at = _monotonic_us(state.get("InactiveEnterTimestampMonotonic"))
+        summary = {"result": result, "n_restarts": int(state.get("NRestarts") or 0),
+                   "exec_main_code": _CODE_NAMES.get(state.get("ExecMainCode", ""), state.get("ExecMainCode")),
+                   "exec_main_status": int(state.get("ExecMainStatus") or 0)}
+        final = "failed" if state.get("ActiveState") == "failed" else "stopped"
+        self.emit(final, at=at, **summary)
+        left = self._leftovers(state)
+        if left:  # as the runner does when it ends: said after the unit's own end
+            self.emit("kill", signal="SIGKILL", pids=left,
+                      reason=f"labkit is ending the run; these remained in {self.name}'s cgroup after it "
+                             "stopped (KillMode=process or none leaves them there)")
+            self._systemctl("kill", "--signal=SIGKILL", self.name)
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        return "failed" if final == "failed" else "inactive"
+
+    # --- what systemctl show says ------------------------------------------------------------
+    def _report(self, state: dict[str, str], previous: dict[str, str]) -> bool:
+        """Emit what changed between two readings of ``show``; True if anything did."""
+        events: list[tuple[float, str, dict]] = []
+        for phase in PHASES:
+            commands = [split_words(v.lstrip("@-:+!")) if v else [] for v in self.unit.get_list("Service", phase)]
+            for index, record in enumerate(_records(state.get(phase, ""))):
+                pid = int(record.get("pid") or 0)
+                if not pid:
+                    continue
+                key = (phase, index, pid)
+                command = commands[index] if index < len(commands) else record.get("argv[]", "").split()
+                if key not in self.seen_start:
+                    self.seen_start.add(key)
+                    events.append((self._stamp(record.get("start_time")), "start",
+                                   {"phase": phase, "pid": pid, "command": command}))
+                code = record.get("code", "")
+                if code not in ("", "(null)") and key not in self.seen_exit:
+                    self.seen_exit.add(key)
+                    events.append((self._stamp(record.get("stop_time")), "exit",
+                                   {"phase": phase, "pid": pid, **_describe_exit(code, record.get("status", "0"))}))
+        main = int(state.get("ExecMainPID") or 0)
+        if main and not any(key[0] == "ExecStart" and key[2] == main for key in self.seen_start):
+            # a main process systemd found itself (Type=forking guesses the daemon's pid)
+            self.seen_start.add(("ExecStart", -1, main))
+            events.append((_monotonic_us(state.get("ExecMainStartTimestampMonotonic")) or time.monotonic(), "start",
+                           {"phase": "ExecStart", "pid": main, "command": []}))
+        if main and ("ExecStart", -1, main) in self.seen_start and ("ExecStart", -1, main) not in self.seen_exit \
+                and state.get("ExecMainCode") not in ("", "0", None):
+            self.seen_exit.add(("ExecStart", -1, main))
+            code = _CODE_NAMES.get(state["ExecMainCode"], "exited")
+            status = state.get("ExecMainStatus", "0")
+            if code != "exited":
+                status = f"{status}/{signal.Signals(int(status)).name[3:]}" if status.isdigit() else status
+            events.append((_monotonic_us(state.get("ExecMainExitTimestampMonotonic")) or time.monotonic(), "exit",
+                           {"phase": "ExecStart", "pid": main, **_describe_exit(code, status)}))
+        sub = state.get("SubState", "")
+        if sub in _STOP_STATES and (state.get("InactiveExitTimestampMonotonic"), sub) not in self.kill_states:
+            self.kill_states.add((state.get("InactiveExitTimestampMonotonic"), sub))
+            sig = "SIGKILL" if sub.endswith("sigkill") else _signal_name(state.get("KillSignal"))
+            events.append((time.monotonic(), "kill", {"signal": sig, "pids": self._cgroup_pids(state),
+                                                      "reason": f"{sub} ({_STOP_STATES[sub]})", "source": "state"}))
+        attempts = int(state.get("NRestarts") or 0)
+        if self.restarts < attempts:
+            # the restart comes before the runs of the new cycle this reading shows
+            starts = [at for at, event, _ in events if event == "start"]
+            at = min(starts) - 1e-4 if starts else time.monotonic()
+            if sub == "auto-restart" or previous.get("SubState") == "auto-restart":
+                result = state.get("Result") if sub == "auto-restart" else previous.get("Result")
+            else:  # the new run has begun and reset Result=: the journal, else the last reading, says
+                result = self.results[-1] if self.results else previous.get("Result", "success")
+            while self.restarts < attempts:
+                self.restarts += 1
+                events.append((at, "restart", {"attempt": self.restarts, "result": result}))
+        for at, event, fields in sorted(events, key=lambda e: e[0]):
+            self.emit(event, at=at, **fields)
+        return bool(events) or any(state.get(k) != previous.get(k) for k in ("ActiveState", "SubState", "MainPID"))
+
+    def _stamp(self, text: str | None) -> float:
+        """A realtime stamp from show (``[Sun 2026-11-29 17:26:09.771567 UTC]``) as time.monotonic()."""
+        match = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC", text or "")
+        if not match:
+            return time.monotonic()
+        moment = datetime.fromisoformat(match.group(1)).replace(tzinfo=timezone.utc).timestamp()
+        return moment - self.wall_offset
+
+    def _cgroup_pids(self, state: dict[str, str]) -> list[int]:
+        from labkit.systemd.manager import cgroup2_mount
+
+        mount, group = cgroup2_mount(), state.get("ControlGroup", "")
+        if mount is None or not group:
+            return []
+        try:
+            text = (mount / group.lstrip("/") / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(pid) for pid in text.split()]
+
+    def _leftovers(self, state: dict[str, str]) -> list[int]:
+        pids = self._cgroup_pids(state)
+        alive = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as handle:
+                    if handle.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        alive.append(pid)
+            except (OSError, IndexError):
+                pass
+        return alive
+
+    def _show(self, properties: tuple[str, ...]) -> dict[str, str]:
+        done = subprocess.run(["systemctl", "--user", "show", "--timestamp=us+utc", self.name,
+                               "-p", ",".join(properties)], capture_output=True, text=True, timeout=30, env=self.env)
+        found: dict[str, str] = {}
+        for line in done.stdout.splitlines():
+            key, sep, value = line.partition("=")
+            if not sep:
+                continue
+            found[key] = found[key] + "\n" + value if key in PHASES and key in found else value
+        return found
+
+    def _systemctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+        done = subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True, timeout=60,
+                              env=self.env)
+        if check and done.returncode != 0:
+            said = done.stderr.strip().splitlines()
+            raise LabkitError(f"systemctl --user {' '.join(args)}: {said[0] if said else done.returncode}")
+        return done
+
+    # --- what the journal says ---------------------------------------------------------------
+    def _follow_journal(self) -> None:
+        if shutil.which("journalctl") is None:
+            return
+        self._follower = subprocess.Popen(["journalctl", "--user-unit", self.name, "-o", "json", "--follow",
+                                           "--since", f"@{time.time():.6f}"], stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env)
+
+        def read(stream) -> None:
+            for line in stream:
+                try:
+                    self.journal.put(json.loads(line))
+                except ValueError:
+                    continue
+
+        threading.Thread(target=read, args=(self._follower.stdout,), daemon=True).start()
+
+    def _read_journal(self) -> None:
+        while True:
+            try:
+                entry = self.journal.get_nowait()
+            except queue.Empty:
+                self._flush_kill()
+                return
+            self._journal_entry(entry)
+
+    def _journal_entry(self, entry: dict) -> None:
+        message = entry.get("MESSAGE")
+        if not isinstance(message, str) or entry.get("USER_UNIT") != self.name:
+            return  # the service's own output, or another unit's line
+        self.manager_logs = True
+        at = int(entry.get("__REALTIME_TIMESTAMP", 0)) / 1e6 - self.wall_offset
+        self.last_line_at = max(self.last_line_at, at)
+        if entry.get("UNIT_RESULT"):
+            self.results.append(entry["UNIT_RESULT"])
+        timed_out = re.search(r"State '([a-z-]+)' timed out\. (\w[^.]*)\.", message)
+        if timed_out:
+            self._flush_kill()
+            self._pending_reason = message.split(": ", 1)[-1]
+            return
+        killing = re.search(r"Killing process (\d+) \((.*)\) with signal SIG(\w+)\.", message)
+        if killing:
+            pid, sig = int(killing.group(1)), "SIG" + killing.group(3)
+            reason = self._pending_reason or message.split(": ", 1)[-1]
+            if self._pending_kill and self._pending_kill["signal"] == sig and self._pending_kill["reason"] == reason:
+                self._pending_kill["pids"].append(pid)
+            else:
+                self._flush_kill()
+                self._pending_kill = {"at": at, "signal": sig, "pids": [pid], "reason": reason}
+            return
+        self._flush_kill()
+        self._pending_reason = None
+
+    def _flush_kill(self) -> None:
+        if self._pending_kill:
+            kill, self._pending_kill = self._pending_kill, None
+            self.emit("kill", at=kill.pop("at"), **kill, source="journal")
+
+    def _drain_journal(self, state: dict[str, str]) -> None:
+        """Read the journal up to the unit's last line (journald can lag ~1 s): a line stamped at
+        or after the moment it became inactive. Only where the manager logs there at all."""
+        end = self._stamp(state.get("InactiveEnterTimestamp"))
+        deadline = time.monotonic() + (1.5 if self.manager_logs else 0.5)
+        while time.monotonic() < deadline:
+            self._read_journal()
+            if self.last_line_at >= end - 0.001:
+                time.sleep(0.05)  # the lines logged right after it
+                self._read_journal()
+                break
+            time.sleep(0.05)
+        self._flush_kill()
+
+    # --- the end -----------------------------------------------------------------------------
+    def _clean_up(self) -> None:
+        if self._follower is not None:
+            self._follower.terminate()
+            try:
+                self._follower.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._follower.kill()
+                self._follower.wait()
+        if self.installed:
+            self._systemctl("stop", keeper_name(self.name))
+            self._systemctl("reset-failed", self.name)
+        for path in self.installed:
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
-def _report_changes(before: dict, now: dict, emit: Callable[..., None]) -> None:
-    pid_before, pid_now = before.get("MainPID", "0"), now.get("MainPID", "0")
-    if pid_before not in ("", "0") and pid_now != pid_before:
-        emit("exit", phase="ExecStart", pid=int(pid_before), code=int(now.get("ExecMainStatus") or 0),
-             status=now.get("ExecMainCode"))
-    if pid_now not in ("", "0") and pid_now != pid_before:
-        emit("start", phase="ExecStart", pid=int(pid_now), command=[])
-    if int(now.get("NRestarts") or 0) > int(before.get("NRestarts") or 0):
-        emit("restart", attempt=int(now["NRestarts"]), result=now.get("Result"))
+_CODE_NAMES = {"1": "exited", "2": "killed", "3": "dumped"}  # ExecMainCode is the CLD_* number
+
+
+def _records(value: str) -> list[dict[str, str]]:
+    """The ``{ path=... ; argv[]=... ; pid=... ; code=... ; status=... }`` records of an Exec* property."""
+    records = []
+    for text in _RECORD.findall(value or ""):
+        fields: dict[str, str] = {}
+        for part in text.split(" ; "):
+            key, sep, val = part.partition("=")
+            if sep:
+                fields[key.strip()] = val.strip()
+        records.append(fields)
+    return records
+
+
+def _describe_exit(code: str, status: str) -> dict:
+    """The runner's fields for a record's ``code=``/``status=``: exited 1 -> code 1; killed 15/TERM -> 143, SIGTERM."""
+    number_text, _, name = status.partition("/")
+    try:
+        number = int(number_text)
+    except ValueError:
+        number = 0
+    if code in ("killed", "dumped"):
+        sig = "SIG" + name if name else _signal_name(str(number))
+        return {"code": 128 + number, "status": sig, "core_dumped": code == "dumped"}
+    return {"code": number, "status": _EXEC_NAMES.get(number, number)}
+
+
+def _signal_name(value: str | None) -> str:
+    try:
+        return signal.Signals(int(value or 15)).name
+    except ValueError:
+        return "SIGTERM"
+
+
+def _monotonic_us(value: str | None) -> float | None:
+    try:
+        number = int(value or 0)
+    except ValueError:
+        return None
+    return number / 1e6 if number else None

@@ -1,10 +1,12 @@
-"""Run a ``.service`` unit with systemd's documented semantics, outside systemd.
+"""Run a ``.service`` unit with systemd's semantics, outside systemd.
 
 The runner is what systemd's service manager does for one unit (systemd.service(5),
-systemd.kill(5)): ExecStartPre/ExecStart/ExecStartPost, then on exit or on a stop request
-ExecStop, the kill sequence (KillSignal= to the processes KillMode= selects, TimeoutStopSec=,
-then FinalKillSignal=), ExecStopPost, and the Restart= decision, rate-limited by
-StartLimitIntervalSec=/StartLimitBurst= into the ``failed`` state.
+systemd.kill(5)), walked through the states of systemd's service.c: ExecStartPre=, ExecStart=
+(Type=simple, exec, oneshot, forking), ExecStartPost=; then, after a clean end of the main
+process or a stop request only, ExecStop=; the kill steps (KillSignal= to what KillMode=
+selects, TimeoutStopSec=, FinalKillSignal= to the whole unit); ExecStopPost=; the final kill
+steps for what is left; and the Restart= decision, rate-limited by StartLimitIntervalSec=/
+StartLimitBurst= into the ``failed`` state. A run's result is its first failure, as in systemd.
 
 A unit's processes are the runner's descendants: the runner is a child subreaper, so a
 process that daemonises stays "in the unit" as it would stay in the unit's cgroup. That is
@@ -14,12 +16,33 @@ why :func:`main` runs in a process of its own (``labkit unit run``); Python code
 Every event is one JSON object (``event``: start, exit, restart, stopping, kill, failed,
 stopped, plus ``limits`` and ``note``) with ``t`` (seconds since the run began) and ``unit``;
 events and the service's output also go to a journal (``labkit unit logs NAME``).
+
+How far it matches systemd: ``tests/test_systemd_differential.py`` runs some 70 small units
+under the real systemd 252 user manager and under the runner, and compares the result, the
+restarts, the main process's exit, which of ExecStartPre/ExecStartPost/ExecStop/ExecStopPost
+ran and what each saw ($SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS, $MAINPID, cwd, argv, the
+unit's variables), the processes left over and how long a stop took; they all match. Known
+limits, where the runner does not (or cannot) do what systemd does:
+
+- the environment beyond what the unit sets: systemd gives a service its manager's environment
+  (``systemctl --user show-environment``) plus $INVOCATION_ID, $JOURNAL_STREAM, $MANAGERPID;
+  the runner gives a fixed base (PATH, LANG, HOME, USER, LOGNAME, SHELL and labkit's variables);
+- processes that KillMode=process or none leaves behind stay in the unit's cgroup under
+  systemd; the runner has no cgroup to leave them in, so it kills them when it ends and says so
+  (``labkit unit run --real`` does the same, to leave nothing behind);
+- MemoryMax=, CPUQuota=, TasksMax= and the other cgroup settings are not applied (the
+  ``limits`` event says so); User= applies only when the runner is root;
+- Type=notify, notify-reload, dbus and idle run as Type=simple (no sd_notify(), no D-Bus);
+  Type=forking guesses the main process (the one child left), without PIDFile=;
+- timing: systemd's timers (RestartSec=, TimeoutStopSec=) fire up to ~0.25 s late (measured),
+  the runner's within its 20 ms poll.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -89,6 +112,10 @@ class Supervisor:
         self.readers: list[threading.Thread] = []
         self.phases: dict[int, str] = {}
         self.main: int | None = None
+        self.main_outcome: Outcome | None = None
+        self.control: int | None = None  # the control process (ExecStartPre=...) running, if any
+        self.result = "success"  # the run's result: its first failure (service.c keeps the first)
+        self._timed_out: str | None = None  # why the next kill step happens, when a timer ran out
         self._exec_failure = (203, "EXEC")
         self.env = spec.resolved_environment()
 
@@ -109,16 +136,19 @@ class Supervisor:
         for note in self.spec.notes:
             self.emit("note", message=note)
         self._report_limits()
+        last: str | None = None
         while True:
             if self._start_limit_hit():
-                self.emit("failed", result="start-limit-hit",
-                          message=f"started {self.spec.start_limit_burst} times within "
-                                  f"{self.spec.start_limit_interval:g} s (StartLimitBurst=)")
+                # service_start() refuses the start; the result of the run before it stays, unless
+                # that run succeeded (measured with systemd 252: a crash loop ends in 'exit-code')
+                result = last if last not in (None, "success") else "start-limit-hit"
+                self.emit("failed", result=result, message="Start request repeated too quickly: started "
+                          f"{self.spec.start_limit_burst} times within {self.spec.start_limit_interval:g} s "
+                          "(StartLimitBurst=, StartLimitIntervalSec=)")
                 return "failed"
             result, outcome = self._one_cycle()
-            if self.stop_requested:
-                return self._finish(result)
-            if not self._should_restart(result, outcome):
+            last = result
+            if self.stop_requested or not self._should_restart(result, outcome):
                 return self._finish(result)
             self.emit("restart", after_s=self.spec.restart_sec, result=result, restart=self.spec.restart,
                       attempt=len(self.starts))
@@ -132,129 +162,195 @@ class Supervisor:
         self.emit("failed", result=result)
         return "failed"
 
+    def _fail(self, result: str) -> None:
+        """Record a failure; as in systemd, the first one of a run is its result."""
+        if self.result == "success":
+            self.result = result
+
     def _one_cycle(self) -> tuple[str, Outcome | None]:
-        """ExecStartPre..ExecStopPost once; returns the service result and the main process's outcome."""
+        """ExecStartPre..ExecStopPost once, in the states of service.c; returns the run's result
+        and the main process's outcome (None if it never ran)."""
         self.starts.append(time.monotonic())
-        result, outcome = self._start()
-        if result == "running":
-            result, outcome = self._supervise_main()
-        else:
-            self._stop_sequence(main=None, exited=outcome)
-        self._run_all("ExecStopPost", result=result, outcome=outcome)
-        self._final_kill()
-        return result, outcome
+        self.result, self.main, self.main_outcome = "success", None, None
+        clean = self._start()
+        if clean:
+            self._run_commands("ExecStop", self.spec.timeout_stop)  # a clean end or a stop request only
+        self._enter_signal(final=False)
+        self._stop_post()
+        self._enter_signal(final=True)
+        return self.result, self.main_outcome
 
-    def _final_kill(self) -> None:
-        """After ExecStopPost: what is left of the unit gets KillMode='s final treatment."""
-        left = self.unit_processes()
-        if not left:
-            return
-        if self.spec.kill_mode in ("process", "none"):
-            self.emit("note", message=f"KillMode={self.spec.kill_mode}: {len(left)} process(es) of the unit "
-                                      f"left running: {left}")
-            return
-        if self.spec.kill_mode == "control-group":
-            self._signal(left, self.spec.kill_signal, "processes left after the main one (final KillSignal=)")
-            if self._wait_gone(left, time.monotonic() + self.spec.timeout_stop) or not self.spec.send_sigkill:
-                return
-        elif not self.spec.send_sigkill:
-            return
-        left = self._alive(left)
-        self._signal(left, self.spec.final_kill_signal, "processes left after the main one (FinalKillSignal=)")
-        self._wait_gone(left, time.monotonic() + self.spec.timeout_stop)  # systemd's final-sigkill waits as long
-
-    def _start(self) -> tuple[str, Outcome | None]:
-        for command in self.spec.commands["ExecStartPre"]:
-            outcome = self._run_control("ExecStartPre", command, self.spec.timeout_start)
-            if outcome is None:
-                return "timeout", None
-            if outcome.code != 0 and not command.ignore_failure:
-                return self._result_of(outcome), outcome
+    def _start(self) -> bool:
+        """ExecStartPre, ExecStart, ExecStartPost, then the run; True if it ended cleanly (or was
+        asked to stop), so that ExecStop= runs; False after a failure."""
+        if not self._run_commands("ExecStartPre", self.spec.timeout_start):
+            return False
         if self.spec.type == "oneshot":
             return self._run_oneshot()
-        self.main = self._spawn("ExecStart", self.spec.commands["ExecStart"][0])
-        if self.main is None:
-            return self._exec_failed()
-        for command in self.spec.commands["ExecStartPost"]:
-            outcome = self._run_control("ExecStartPost", command, self.spec.timeout_start)
-            if outcome is not None and outcome.code != 0 and not command.ignore_failure:
-                self.request_stop("ExecStartPost failed")
-        return "running", None
+        command = self.spec.commands["ExecStart"][0]
+        if self.spec.type == "forking":
+            if not self._run_commands("ExecStart", self.spec.timeout_start):
+                return False
+            self.main = self._guess_main_pid()
+        else:
+            self.main = self._spawn("ExecStart", command)
+            if self.main is None:
+                self.main_outcome = Outcome.exec_failure(*self._exec_failure)
+                self._fail("exit-code")  # Type=exec: the start fails; simple: it ran and died with 203
+                return False
+        if not self._run_commands("ExecStartPost", self.spec.timeout_start):
+            return False
+        return self._supervise_main(command)
 
-    def _exec_failed(self) -> tuple[str, Outcome]:
-        outcome = Outcome.exec_failure(*self._exec_failure)
-        if self.spec.type == "exec":
-            return "exit-code", outcome  # Type=exec: the start itself fails
-        return self._result_of(outcome), outcome  # Type=simple: started, then died with 203/EXEC
-
-    def _run_oneshot(self) -> tuple[str, Outcome | None]:
-        outcome = None
+    def _run_oneshot(self) -> bool:
         for command in self.spec.commands["ExecStart"]:
-            outcome = self._run_control("ExecStart", command, self.spec.timeout_start)
+            self.main = self._spawn("ExecStart", command)
+            if self.main is None:
+                self.main_outcome = Outcome.exec_failure(*self._exec_failure)
+                self._fail("exit-code")
+                return False
+            outcome = self._wait_control("ExecStart", self.main, self.spec.timeout_start)
             if outcome is None:
-                return "timeout", None
-            if not self._is_clean(outcome) and not command.ignore_failure:
-                return self._result_of(outcome), outcome
-        for command in self.spec.commands["ExecStartPost"]:
-            self._run_control("ExecStartPost", command, self.spec.timeout_start)
+                if self.stop_requested:  # stopped while it ran: the kill steps end it, no failure
+                    self.emit("stopping", reason=self.stop_requested, main_pid=None)
+                else:
+                    self._fail("timeout")
+                return False
+            self.main_outcome = outcome
+            if not (self._is_clean(outcome) or command.ignore_failure):
+                self._fail(self._result_of(outcome))
+                return False
+        if not self._run_commands("ExecStartPost", self.spec.timeout_start):
+            return False
         if self.spec.remain_after_exit:
             self.emit("active", state="active (exited)", message="RemainAfterExit=yes: active until stopped")
             while not self.stop_requested:
                 self._reap()
                 time.sleep(_POLL_S)
-        self._stop_sequence(main=None, exited=outcome)
-        return "success", outcome
-
-    def _supervise_main(self) -> tuple[str, Outcome | None]:
-        main = self.main
-        while main not in self.statuses and not self.stop_requested:
-            self._reap()
-            time.sleep(_POLL_S)
-        if main in self.statuses:  # it ended on its own
-            outcome = self.statuses[main]
-            self._stop_sequence(main=None, exited=outcome)
-            return self._result_of(outcome), outcome
-        self.emit("stopping", reason=self.stop_requested, main_pid=main)
-        timed_out = self._stop_sequence(main=main, exited=None)
-        outcome = self.statuses.get(main)
-        if timed_out:
-            return "timeout", outcome
-        return ("success" if outcome is None or self._is_clean(outcome) or outcome.signal == self.spec.kill_signal
-                else self._result_of(outcome)), outcome
-
-    # --- stopping -----------------------------------------------------------------------
-    def _stop_sequence(self, main: int | None, exited: Outcome | None) -> bool:
-        """ExecStop, then the kill sequence; True if it had to escalate after TimeoutStopSec."""
-        extra = {"MAINPID": str(main)} if main else {}
-        if exited is not None:
-            extra.update(_result_environment(self._result_of(exited), exited))
-        deadline = time.monotonic() + self.spec.timeout_stop
-        for command in self.spec.commands["ExecStop"] if self.starts else []:
-            self._run_control("ExecStop", command, max(deadline - time.monotonic(), 0), extra)
-        targets = self._kill_targets(main)
-        if not targets:
-            return False
-        self._signal(targets, self.spec.kill_signal, "KillSignal=")
-        if self.spec.send_sighup:
-            self._signal(targets, signal.SIGHUP, "SendSIGHUP=yes")
-        if self._wait_gone(targets, deadline):
-            return False
-        if not self.spec.send_sigkill:
-            self.emit("note", message=f"SendSIGKILL=no: {len(self._alive(targets))} process(es) left running")
-            return True
-        left = self.unit_processes() if self.spec.kill_mode == "mixed" else self._alive(targets)
-        self._signal(left, self.spec.final_kill_signal, f"TimeoutStopSec={self.spec.timeout_stop:g}s elapsed")
-        self._wait_gone(left, time.monotonic() + self.spec.timeout_stop)  # stop-sigkill: TimeoutStopSec= again
         return True
 
-    def _kill_targets(self, main: int | None) -> list[int]:
-        """The processes KillMode= sends KillSignal= to (all of the unit's, or the main one)."""
-        everyone = self.unit_processes()
-        if self.spec.kill_mode in ("process", "mixed", "none"):
-            if self.spec.kill_mode == "none":
-                return []
-            return [main] if main and main in everyone else []
-        return everyone
+    def _supervise_main(self, command: ExecCommand) -> bool:
+        main = self.main
+        while not self.stop_requested:
+            self._reap()
+            if main is not None and main in self.statuses:
+                self.main_outcome = outcome = self.statuses[main]
+                if not (self._is_clean(outcome) or command.ignore_failure):
+                    self._fail(self._result_of(outcome))
+                    return False
+                return True
+            if main is None and not self.unit_processes():
+                return True  # no main process known (Type=forking): active while the unit has processes
+            time.sleep(_POLL_S)
+        self.emit("stopping", reason=self.stop_requested, main_pid=main if self._main_alive() else None)
+        return True
+
+    def _guess_main_pid(self) -> int | None:
+        """Type=forking without PIDFile=: the one process of the unit whose parent is us (the
+        daemon, reparented to its subreaper), as service_search_main_pid() guesses it."""
+        me = os.getpid()
+        candidates = []
+        for pid in self.unit_processes():
+            try:
+                if psutil.Process(pid).ppid() == me:
+                    candidates.append(pid)
+            except psutil.Error:
+                continue
+        if len(candidates) == 1:
+            self.phases[candidates[0]] = "ExecStart"
+            self.emit("note", message=f"Type=forking: main PID guessed as {candidates[0]}")
+            return candidates[0]
+        return None
+
+    # --- stopping -----------------------------------------------------------------------
+    def _enter_signal(self, final: bool) -> None:
+        """stop-sigterm and stop-sigkill (or final-sigterm and final-sigkill after ExecStopPost),
+        as service_enter_signal() walks them: signal what KillMode= selects and wait until the
+        main process is gone (or the unit is empty) for TimeoutStopSec=; where nothing was
+        signalled, or on timeout, go on to FinalKillSignal= (SendSIGKILL=yes)."""
+        for kill in (False, True):
+            if kill and not self.spec.send_sigkill:
+                return
+            main_alive = self._main_alive()
+            if not self._kill_context(kill, final):
+                continue  # nothing to wait for: systemd moves on at once
+            deadline = time.monotonic() + self.spec.timeout_stop
+            if self._wait_stopped(main_alive, deadline):
+                return
+            self._fail("timeout")
+            state = ("final" if final else "stop") + ("-sigkill" if kill else "-sigterm")
+            if kill:
+                self.emit("note", message=f"State '{state}' timed out: processes still around after "
+                                          f"{self.spec.final_kill_signal.name}; ignoring")
+                return
+            if not self.spec.send_sigkill:
+                self.emit("note", message=f"State '{state}' timed out. Skipping SIGKILL (SendSIGKILL=no).")
+                return
+            self._timed_out = f"State '{state}' timed out. Killing."
+
+    def _kill_context(self, kill: bool, final: bool) -> bool:
+        """Send the signal of this step to what KillMode= selects, as unit_kill_context();
+        True if anything was signalled (there is something to wait for)."""
+        mode = self.spec.kill_mode
+        if mode == "none":
+            return False
+        sig = self.spec.final_kill_signal if kill else self.spec.kill_signal
+        why = getattr(self, "_timed_out", None) or ("FinalKillSignal=" if kill else "KillSignal=")
+        self._timed_out = None
+        sent = []
+        if self.control is not None and self._alive([self.control]):
+            sent += self._signal([self.control], sig, why, quiet=True)
+        if self._main_alive():
+            sent += self._signal([self.main], sig, why, quiet=True)
+            if self.spec.send_sighup and not kill:
+                self._signal([self.main], signal.SIGHUP, "SendSIGHUP=yes", quiet=True)
+        if mode == "control-group" or (mode == "mixed" and kill):
+            # cg_kill_recursive(): sweep again while the sweep finds processes it has not signalled
+            # yet, so that a child forked while the signal went out gets it too
+            done = set(sent)
+            while True:
+                fresh = [pid for pid in self.unit_processes() if pid not in done]
+                if not fresh:
+                    break
+                sent += self._signal(fresh, sig, why, quiet=True)
+                done.update(fresh)
+        if sent:
+            self.emit("kill", signal=signal.Signals(sig).name, pids=sent, reason=why)
+        return bool(sent)
+
+    def _wait_stopped(self, main_alive: bool, deadline: float) -> bool:
+        """Until the main and control processes are gone (if the main one ran), or the unit has
+        no process left."""
+        while True:
+            control = self.control is not None and self._alive([self.control])
+            if main_alive and not self._main_alive() and not control:
+                return True
+            if not self.unit_processes():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_S)
+
+    def _stop_post(self) -> None:
+        """ExecStopPost=, then (KillMode=none) wait TimeoutStopSec= for the main process."""
+        deadline = time.monotonic() + self.spec.timeout_stop
+        self._run_commands("ExecStopPost", self.spec.timeout_stop)
+        if self._main_alive():
+            while self._main_alive() and time.monotonic() < deadline:
+                time.sleep(_POLL_S)
+            if self._main_alive():
+                self._fail("timeout")
+                self.emit("note", message="State 'stop-post' timed out. Terminating.")
+        left = self.unit_processes()
+        if left and self.spec.kill_mode in ("process", "none"):
+            self.emit("note", message=f"KillMode={self.spec.kill_mode}: {len(left)} process(es) of the unit "
+                                      f"remain running after it stopped: {left}")
+
+    def _main_alive(self) -> bool:
+        alive = self.main is not None and self.main not in self.statuses and bool(self._alive([self.main]))
+        if self.main is not None and self.main in self.statuses:
+            self.main_outcome = self.statuses[self.main]  # however it ended: on its own or by a kill step
+        return alive
 
     def unit_processes(self) -> list[int]:
         """Live processes of the unit: the runner's descendants (it is their subreaper)."""
@@ -265,7 +361,7 @@ class Supervisor:
             return []
         return [c.pid for c in children if _alive(c)]
 
-    def _signal(self, pids: list[int], sig: signal.Signals, why: str) -> None:
+    def _signal(self, pids: list[int], sig: signal.Signals, why: str, quiet: bool = False) -> list[int]:
         sent = []
         for pid in pids:
             try:
@@ -273,27 +369,21 @@ class Supervisor:
                 sent.append(pid)
             except ProcessLookupError:
                 pass
-        if sent:
+        if sent and not quiet:
             self.emit("kill", signal=signal.Signals(sig).name, pids=sent, reason=why)
+        return sent
 
     def _alive(self, pids: list[int]) -> list[int]:
         self._reap()
         return [pid for pid in pids if pid not in self.statuses and _pid_alive(pid)]
 
-    def _wait_gone(self, pids: list[int], deadline: float) -> bool:
-        while self._alive(pids):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(_POLL_S)
-        return True
-
     # --- processes ----------------------------------------------------------------------
     def _spawn(self, phase: str, command: ExecCommand, extra_env: dict | None = None) -> int | None:
         env = {**self.env, **(extra_env or {})}
-        argv = _expand(command, env, self.spec.name)
+        argv = _expand(command, env)
         cwd = self._cwd()
         try:
-            if cwd is not None and not os.path.isdir(cwd):  # systemd: status 200/CHDIR
+            if not os.path.isdir(cwd):  # systemd: status 200/CHDIR
                 raise NotADirectoryError(2, "WorkingDirectory= does not exist", cwd)
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, cwd=cwd, preexec_fn=self._preexec)
@@ -312,23 +402,59 @@ class Supervisor:
         self.readers.append(reader)
         return proc.pid
 
-    def _run_control(self, phase: str, command: ExecCommand, timeout_s: float,
-                     extra_env: dict | None = None) -> Outcome | None:
-        """Run a control command to its end; None if it timed out (it is then killed)."""
-        pid = self._spawn(phase, command, extra_env)
-        if pid is None:
-            return Outcome.exec_failure(*self._exec_failure)
+    def _run_commands(self, phase: str, timeout_s: float) -> bool:
+        """Run a phase's control commands in order, as service_run_next_control() does; True if
+        all succeeded. A failure (not ignored with '-') ends the list and becomes the result; a
+        timeout (the phase's timer covers all its commands) is the result 'timeout' and leaves the
+        command to the kill steps that follow, which signal it with the rest."""
+        deadline = time.monotonic() + timeout_s
+        for command in self.spec.commands[phase]:
+            pid = self._spawn(phase, command, self._control_environment(phase))
+            if pid is None:
+                outcome: Outcome | None = Outcome.exec_failure(*self._exec_failure)
+            else:
+                outcome = self._wait_control(phase, pid, deadline - time.monotonic())
+            if outcome is None:
+                if self.stop_requested and phase.startswith("ExecStart"):
+                    self.emit("stopping", reason=self.stop_requested, main_pid=self.main if self._main_alive() else None)
+                else:
+                    self._fail("timeout")
+                    self.emit("note", message=f"{phase}= did not finish within its timeout "
+                                              f"({'TimeoutStartSec=' if 'Start' in phase else 'TimeoutStopSec='})")
+                return False
+            if (outcome.code != 0 or outcome.signal is not None) and not command.ignore_failure:
+                self._fail("exit-code" if outcome.signal is None else
+                           "core-dump" if outcome.core_dumped else "signal")
+                return False
+        return True
+
+    def _control_environment(self, phase: str) -> dict[str, str]:
+        """What systemd adds for a control command: $MAINPID while the main process runs, and for
+        ExecStop=/ExecStopPost= $SERVICE_RESULT, plus $EXIT_CODE/$EXIT_STATUS once the main
+        process has ended (systemd.exec(5), "Environment Variables Set or Propagated by the
+        Service Manager"; unset after a failed ExecStartPre=, measured with systemd 252)."""
+        env = {"MAINPID": str(self.main)} if self._main_alive() else {}
+        if phase in ("ExecStop", "ExecStopPost"):
+            env.update(_result_environment(self.result, self.main_outcome))
+        return env
+
+    def _wait_control(self, phase: str, pid: int, timeout_s: float) -> Outcome | None:
+        """Wait for a control process; None if it timed out, or a stop came during the start
+        (it is then left to the stop's kill steps, as systemd leaves its control process)."""
         deadline = time.monotonic() + timeout_s if math.isfinite(timeout_s) else math.inf
-        while pid not in self.statuses:
-            if self.stop_requested and phase.startswith("ExecStart"):
-                deadline = min(deadline, time.monotonic())
-            if time.monotonic() >= deadline:
-                self._signal([pid], signal.SIGKILL, f"{phase} did not finish in time")
-                self._wait_gone([pid], time.monotonic() + 5.0)
-                return None
-            self._reap()
-            time.sleep(_POLL_S)
-        return self.statuses[pid]
+        self.control = pid
+        try:
+            while pid not in self.statuses:
+                if self.stop_requested and phase.startswith("ExecStart"):
+                    return None
+                if time.monotonic() >= deadline:
+                    return None
+                self._reap()
+                time.sleep(_POLL_S)
+            return self.statuses[pid]
+        finally:
+            if pid in self.statuses:
+                self.control = None
 
     def _reap(self) -> None:
         while True:
@@ -347,13 +473,17 @@ class Supervisor:
             for raw in stream:
                 self.journal.output(pid, raw.decode(errors="replace").rstrip("\n"))
 
-    def _cwd(self) -> str | None:
+    def _cwd(self) -> str:
+        """The user's home unless WorkingDirectory= says otherwise (systemd.exec(5): "the
+        respective user's home directory if run as user"); a missing '-' directory leaves the
+        manager's own, '/' (measured with systemd 252)."""
+        home = self.env.get("HOME") or "/"
         if self.spec.working_directory is None:
-            return None
+            return home
         path, required = self.spec.working_directory
-        path = os.path.expanduser(path) if path != "~" else self.env.get("HOME", "/")
+        path = home if path == "~" else path
         if not os.path.isdir(path) and not required:
-            return None
+            return "/"
         return path
 
     def _preexec(self) -> None:  # in the child, before exec
@@ -413,11 +543,6 @@ class Supervisor:
             time.sleep(min(_POLL_S, max(end - time.monotonic(), 0)))
         return bool(self.stop_requested)
 
-    def _run_all(self, phase: str, result: str, outcome: Outcome | None) -> None:
-        extra = _result_environment(result, outcome)
-        for command in self.spec.commands[phase]:
-            self._run_control(phase, command, self.spec.timeout_stop, extra)
-
     def _report_limits(self) -> None:
         applied = {}
         if self.spec.nice is not None:
@@ -453,25 +578,39 @@ def _result_environment(result: str, outcome: Outcome | None) -> dict[str, str]:
     return env
 
 
-def _expand(command: ExecCommand, env: dict[str, str], unit_name: str) -> list[str]:
-    """Specifiers (%n, %N, %p, %i, %h, %u, %t, %%) and $VAR / ${VAR} as systemd.service(5) does."""
-    import re
-
-    stem = unit_name.rsplit(".", 1)[0]
-    prefix, _, instance = stem.partition("@")
-    specifiers = {"n": unit_name, "N": stem, "p": prefix, "i": instance, "I": instance, "h": env.get("HOME", ""),
-                  "u": env.get("USER", ""), "t": os.environ.get("XDG_RUNTIME_DIR", "/run"), "%": "%"}
-    words = [re.sub(r"%(.)", lambda m: specifiers.get(m.group(1), m.group(0)), word) for word in command.argv]
+def _expand(command: ExecCommand, env: dict[str, str]) -> list[str]:
+    """Variables in an Exec line as replace_env_argv() expands them (systemd.service(5),
+    "Command lines"): a word that is exactly ``$NAME`` becomes the value split at whitespace
+    (no word if unset; a word like ``$B$C`` names the variable ``B$C`` and so vanishes);
+    inside any other word ``${NAME}`` is replaced (by '' if unset) and ``$$`` is ``$``.
+    Specifiers were resolved when the unit was read (:meth:`ServiceSpec.specifiers`).
+    The ``:`` prefix turns all of this off."""
     if command.no_env_expansion:
-        return words
-    expanded: list[str] = []
-    for index, word in enumerate(words):
-        whole = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word)
-        if whole and index > 0:  # $VAR alone is split into words at whitespace
-            expanded.extend(env.get(whole.group(1), "").split())
+        return list(command.argv)
+    expanded: list[str] = [command.argv[0]]
+    for word in command.argv[1:]:
+        if word.startswith("$") and word[1:2] not in ("{", "$"):
+            expanded.extend(env[word[1:]].split() if word[1:] in env else [])
             continue
-        expanded.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: env.get(m.group(1), ""), word))
+        expanded.append(_replace_env(word, env))
     return expanded
+
+
+def _replace_env(word: str, env: dict[str, str]) -> str:
+    out, index = [], 0
+    while index < len(word):
+        if word.startswith("$$", index):
+            out.append("$")
+            index += 2
+            continue
+        match = re.match(r"\$\{([^}]*)\}", word[index:])
+        if match:
+            out.append(env.get(match.group(1), ""))
+            index += match.end()
+            continue
+        out.append(word[index])
+        index += 1
+    return "".join(out)
 
 
 def _alive(proc: psutil.Process) -> bool:
