@@ -95,10 +95,11 @@ class CheckpointCorrupt(LabkitError):
         self.reason = reason
 
 
-class DiskFull(LabkitError):
+class DiskFull(LabkitError, OSError):
     """A write failed for lack of room: ENOSPC (the file system is full), EDQUOT (a quota) or EFBIG
     (the file-size limit, RLIMIT_FSIZE; Python ignores SIGXFSZ, so the write fails instead of the
-    process being killed). What was written atomically before is untouched."""
+    process being killed). What was written atomically before is untouched. Also an OSError with
+    the original ``errno``, for code that handles OSError."""
 
     ERRNOS = ("ENOSPC", "EDQUOT", "EFBIG")
 
@@ -106,8 +107,13 @@ class DiskFull(LabkitError):
         import errno as _errno
 
         name = _errno.errorcode.get(err.errno or 0, str(err.errno))
-        super().__init__(f"{what}: {err.strerror or err} ({name})")
+        self.message = f"{what}: {err.strerror or err} ({name})"
+        OSError.__init__(self, err.errno, self.message)  # errno as the OSError it stands for
+        self.filename = err.filename
         self.errno_name = name
+
+    def __str__(self) -> str:
+        return self.message
 
     @property
     def advice(self) -> str:

@@ -68,10 +68,12 @@ def test_a_service_runs_in_a_cgroup_of_its_own_and_its_output_reaches_journalctl
     env = manager.user_environment()
     name = f"labkit-test-echo-{os.getpid()}"
     started = subprocess.run(["systemd-run", "--user", "--unit", name, "-p", "RemainAfterExit=yes", "/bin/sh", "-c",
-                              # sleep: journald reads a line's unit from the sender's cgroup when it
-                              # processes the line, and a process already gone has none (measured: a
-                              # busy machine loses the unit tag of an instant service's lines)
-                              "echo hello from $$; cat /proc/self/cgroup; sleep 1; exit 0"],
+                              # shell builtins only, and the shell lives on: journald tags a line with
+                              # its unit from the cgroup of the process that wrote it, read when it
+                              # processes the line; a short-lived `cat` is often gone by then on a busy
+                              # machine, and its lines come without _SYSTEMD_USER_UNIT (measured)
+                              "echo hello from $$; while read -r line; do echo \"$line\"; done < /proc/self/cgroup;"
+                              " sleep 1; exit 0"],
                              capture_output=True, text=True, timeout=30, env=env)
     try:
         assert started.returncode == 0, started.stderr
