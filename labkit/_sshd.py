@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from labkit.errors import LabkitError, ToolMissing
 
@@ -43,10 +43,13 @@ def _sshd_path() -> str | None:
                                          if os.access(p, os.X_OK)), None)
 
 
+_NO_SSHD = "OpenSSH's server (sshd) is not installed: apt install openssh-server"
+
+
 def why_unavailable() -> str | None:
     """None if a private sshd can run here, else the reason (one line)."""
     if _sshd_path() is None:
-        return "OpenSSH's server (sshd) is not installed: apt install openssh-server"
+        return _NO_SSHD
     for tool in ("ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed: apt install openssh-client"
@@ -58,16 +61,28 @@ def why_unavailable() -> str | None:
     return None
 
 
+class ServerProcess(Protocol):
+    """What the server's process must offer: a ``subprocess.Popen``, or anything that stops like one."""
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
 class LocalSshServer:
     """A running private sshd; :meth:`client_argv` logs in to it as this user."""
 
-    def __init__(self, folder: Path, port: int, process: subprocess.Popen, scratch) -> None:
+    def __init__(self, folder: Path, port: int, process: ServerProcess, scratch: tempfile.TemporaryDirectory) -> None:
         self.folder, self.port, self.process, self._scratch = folder, port, process, scratch
         self.user = getpass.getuser()
 
     @classmethod
     def start(cls, timeout_s: float = 10.0,
-              launch: Callable[[list[str]], subprocess.Popen] | None = None) -> "LocalSshServer":
+              launch: Callable[[list[str]], ServerProcess] | None = None) -> "LocalSshServer":
         """Make keys and a config in a temporary folder, start sshd, wait until it listens.
 
         ``launch`` starts the server's command (default: a plain child process); labkit's
@@ -77,9 +92,9 @@ class LocalSshServer:
             ToolMissing: sshd, ssh or ssh-keygen is missing (the reason says which).
             LabkitError: sshd refused its configuration or did not listen in time.
         """
-        reason = why_unavailable()
-        if reason:
-            raise ToolMissing("sshd", reason)
+        reason, sshd = why_unavailable(), _sshd_path()
+        if reason or sshd is None:
+            raise ToolMissing("sshd", reason or _NO_SSHD)
         scratch = tempfile.TemporaryDirectory(prefix="labkit-sshd-")
         folder = Path(scratch.name)
         try:
@@ -90,7 +105,7 @@ class LocalSshServer:
             port = _free_port()
             config = folder / "sshd_config"
             config.write_text(_CONFIG.format(port=port, folder=folder, user=getpass.getuser()))
-            command = [_sshd_path(), "-D", "-E", str(folder / "sshd.log"), "-f", str(config)]
+            command = [sshd, "-D", "-E", str(folder / "sshd.log"), "-f", str(config)]
             process = (launch or _plain_child)(command)
         except (OSError, subprocess.SubprocessError) as err:
             scratch.cleanup()

@@ -97,7 +97,7 @@ class _Tree:
         but misses children born since the last listing.
         """
         root = _read_stat(self.root)
-        if not _alive(root, self.root_start):
+        if root is None or not _alive(root, self.root_start):
             return None
         if not self.include_children:
             self.members = {self.root: root}
@@ -113,15 +113,15 @@ class _Tree:
         return self.members
 
     def _descend(self, root: _Stat, fresh: dict[int, _Stat | None]) -> dict[int, _Stat]:
+        live = {pid: stat for pid, stat in fresh.items() if stat is not None and pid not in self.protected}
         children: dict[int, list[int]] = collections.defaultdict(list)
-        for pid, stat in fresh.items():
-            if stat is not None and pid not in self.protected:
-                children[stat.ppid].append(pid)
+        for pid, stat in live.items():
+            children[stat.ppid].append(pid)
         members, queue = {self.root: root}, [self.root]
         while queue:
             for child in children.get(queue.pop(), ()):
                 if child not in members:
-                    members[child] = fresh[child]
+                    members[child] = live[child]
                     queue.append(child)
         return members
 

@@ -126,10 +126,10 @@ def own_folders(wanted: tuple[str, ...]) -> dict[str, Path]:
         root, mount_point = fields[3], fields[4]
         names = ["v2"] if tail[0] == "cgroup2" else [o for o in tail[2].split(",") if o in wanted]
         for hierarchy in names:
-            path = paths.get(hierarchy)
-            if path is None or not (path + "/").startswith(root.rstrip("/") + "/"):
+            own_path = paths.get(hierarchy)
+            if own_path is None or not (own_path + "/").startswith(root.rstrip("/") + "/"):
                 continue  # our cgroup is not visible under this mount
-            folder = Path(mount_point) / path[len(root.rstrip("/")):].lstrip("/")
+            folder = Path(mount_point) / own_path[len(root.rstrip("/")):].lstrip("/")
             if os.access(folder, os.W_OK):
                 found[hierarchy] = folder
     return found

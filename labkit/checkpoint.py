@@ -74,7 +74,7 @@ def encode(step: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> li
             raise ValueError(f"array {name!r} holds Python objects; only numeric arrays are saved")
         index.append({"name": name, "dtype": array.dtype.str, "shape": list(array.shape),
                       "nbytes": array.nbytes})
-        views.append(memoryview(array).cast("B"))
+        views.append(array.data.cast("B"))  # array.data is memoryview(array), typed as one
     body_index = json.dumps({"meta": meta, "arrays": index}, sort_keys=True).encode() + b"\n"
     digest = hashlib.sha256(body_index)
     for view in views:

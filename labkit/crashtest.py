@@ -88,7 +88,7 @@ class Payload:
         self.body[:] = np.frombuffer(np.random.default_rng(seed).bytes(size), dtype=np.uint8)
         # Hashing the body once and copying the hasher per save keeps the saves all writing,
         # so random kills land in writes rather than in hashing.
-        self._body_hash = hashlib.sha256(self.body)
+        self._body_hash = hashlib.sha256(self.body.data)
 
     def stamp(self, seq: int) -> np.ndarray:
         """Write the header of save ``seq`` into the buffer and return the whole buffer."""
@@ -371,6 +371,7 @@ def _start_and_kill(writer: str, folder: Path, size_mb: float, delay_s: float) -
 
 def _wait_for_ready(proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
     """Block until the writer prints its ready line (reading the pipe's bytes ourselves)."""
+    assert proc.stdout is not None, "the writer is started with stdout=PIPE"
     deadline = time.monotonic() + timeout_s
     fd, seen = proc.stdout.fileno(), b""
     with selectors.DefaultSelector() as selector:

@@ -333,11 +333,10 @@ def start(
     _check_name(name)
     if mode not in MODES:
         raise BadArgument(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    if run_dir:
-        run_dir = Path(run_dir).expanduser().resolve()
+    folder = Path(run_dir).expanduser().resolve() if run_dir else None
     if not command:
-        run_dir = run_dir or jobs_root(home) / name / "run"
-        command = trainer_command(run_dir)
+        folder = folder or jobs_root(home) / name / "run"
+        command = trainer_command(folder)
     job_dir = jobs_root(home) / name
     job_dir.mkdir(parents=True, exist_ok=True)
     with open(job_dir / ".lock", "w") as lock:
@@ -348,9 +347,9 @@ def start(
         _clear_ended_job(name, home, job_dir)
         if mode in TOOLS:
             terminal = Multiplexer.for_job(mode, name, Path(home).expanduser() if home else labkit_home())
-            answer = _spawn_in_terminal(terminal, job_dir, name, run_dir, command, env, timeout_s)
+            answer = _spawn_in_terminal(terminal, job_dir, name, folder, command, env, timeout_s)
         else:
-            answer = _spawn_waiter(job_dir, name, mode, run_dir, command, env, timeout_s)
+            answer = _spawn_waiter(job_dir, name, mode, folder, command, env, timeout_s)
     if not answer.startswith("ok"):
         raise BadArgument(answer.removeprefix("error: ") or f"job {name!r} did not start; see {job_dir / 'job.log'}")
     return Job(name, home)

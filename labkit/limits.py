@@ -137,7 +137,7 @@ class LimitedProcess:
             return self.returncode  # asked again: the cgroup (and its OOM counter) is gone by now
         code = self.popen.wait(timeout=timeout_s)
         self.returncode = 128 - code if code < 0 else code
-        self.oom_killed = (bool(self._group) and self._group.oom_kills() > self._oom_before) or \
+        self.oom_killed = (self._group is not None and self._group.oom_kills() > self._oom_before) or \
             (self.returncode == 137 and any("scope (MemoryMax" in a.mechanism for a in self.applied))
         self.close()
         return self.returncode
@@ -261,7 +261,7 @@ def _make_cgroup(spec: LimitSpec, plan: dict[str, str]) -> cgroups.CgroupSet:
 
 def _write_cgroup_limits(group: cgroups.CgroupSet, spec: LimitSpec, plan: dict[str, str]) -> None:
     v1cpu, v1mem, v2 = group.folders.get("cpu"), group.folders.get("memory"), group.folders.get("v2")
-    if plan.get("cpu") == "cgroup-cpu":
+    if plan.get("cpu") == "cgroup-cpu" and spec.cpu_quota is not None:  # _plan picks it only for a quota
         quota = int(spec.cpu_quota / 100 * _PERIOD_US)
         ok = (v1cpu and cgroups.write(v1cpu / "cpu.cfs_period_us", str(_PERIOD_US))
               and cgroups.write(v1cpu / "cpu.cfs_quota_us", str(quota))) or \
@@ -360,6 +360,8 @@ def _in_scope(command: list[str], spec: LimitSpec, plan: dict[str, str]) -> list
 
 
 def _start_cpu_helper(pid: int, spec: LimitSpec, plan: dict[str, str]) -> list:
+    if spec.cpu_quota is None:  # _plan picks a CPU mechanism only for a quota
+        return []
     if plan.get("cpu") == "throttle":
         from labkit._throttle import Throttle
 

@@ -77,7 +77,10 @@ class LivePlot:
         self._own_layout = fig is None and ax is None  # never move the axes of a caller's figure
         if ax is None:
             ax = (_new_figure() if fig is None else fig).add_subplot()
-        self.figure: Figure = ax.figure
+        from matplotlib.figure import Figure as _Figure  # matplotlib is loaded: ax exists
+
+        owner = ax.figure  # a SubFigure when ax is in one; plotting needs the whole Figure
+        self.figure: Figure = owner if isinstance(owner, _Figure) else owner.figure
         self.title = title
         self.ax_cpu, self.ax_rss, self.ax_loss = ax, ax.twinx(), ax.twinx()
         self.ax_loss.spines["right"].set_position(("axes", 1.13))

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import psutil
 
@@ -145,15 +145,17 @@ class TreeSampler:
 
     def _read_tree(self) -> tuple[dict[object, _Reading], int]:
         """Read the root (its errors propagate), then each descendant still alive; count them."""
-        old, members, readings = self._members, {}, {}
+        old = self._members
+        members: dict[object, _ProcFiles | _PsutilProcess] = {}
+        readings: dict[object, _Reading] = {}
         todo: list[int | psutil.Process] = [self.pid if _PROCFS else self.root]
         try:
             while todo:
                 handle = todo.pop()
                 key = _key(handle)
-                member = old.get(key)
+                known = old.get(key)
                 try:
-                    member = member or (_ProcFiles(handle) if isinstance(handle, int) else _PsutilProcess(handle))
+                    member = known or (_ProcFiles(handle) if isinstance(handle, int) else _PsutilProcess(handle))
                     reading: _Reading | None = member.read()
                 except psutil.NoSuchProcess:
                     if key == self._root_key:
@@ -170,8 +172,8 @@ class TreeSampler:
                     break
                 if isinstance(member, _ProcFiles):
                     todo += member.child_pids(reading.threads if reading else 0)
-                elif handle is self.root:  # portable, but psutil reads every process on the machine
-                    todo += self.root.children(recursive=True)
+                elif not isinstance(handle, int) and handle is self.root:  # portable, but psutil reads
+                    todo += handle.children(recursive=True)  # every process on the machine
         finally:
             for key, member in old.items():
                 if members.get(key) is not member:
@@ -356,9 +358,17 @@ def read_csv(path: str | os.PathLike) -> list[Sample]:
         rows = csv.reader(handle)
         if tuple(next(rows, ())) != COLUMNS:
             raise BadArgument(f"{path} is not a labkit monitor CSV (expected columns {', '.join(COLUMNS)})")
-        types = (float, int, float, int, int, int, str, int, int)
-        return [Sample(*(None if v == "" and i >= 7 else kind(v) for i, (kind, v) in enumerate(zip(types, row))))
-                for row in rows if row]
+        return [_sample_from_row(row) for row in rows if row]
+
+
+_COLUMN_TYPES: tuple[Callable[[str], Any], ...] = (float, int, float, int, int, int, str, int, int)
+
+
+def _sample_from_row(row: list[str]) -> Sample:
+    """A CSV row as a Sample (an empty I/O column is None: the kernel would not say)."""
+    values: list[Any] = [None if v == "" and i >= 7 else kind(v)
+                         for i, (kind, v) in enumerate(zip(_COLUMN_TYPES, row))]
+    return Sample(*values)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -265,10 +265,9 @@ class _Reaper:
         argv = [sys.executable, "-m", "labkit._reaper", "--report-fd", str(report_write)]
         if terminal is None:
             argv.append("--no-terminal")
-            io = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        else:
-            io = {"stdin": terminal, "stdout": terminal, "stderr": terminal}
-        self.process = subprocess.Popen([*argv, "--", *command], pass_fds=(report_write,), cwd=cwd, env=env, **io)
+        stream = subprocess.DEVNULL if terminal is None else terminal  # stdin, stdout and stderr
+        self.process = subprocess.Popen([*argv, "--", *command], pass_fds=(report_write,), cwd=cwd, env=env,
+                                        stdin=stream, stdout=stream, stderr=stream)
         os.close(report_write)
         self.report_fd = report_read
         self.report = ""

@@ -31,7 +31,7 @@ from labkit.jobs import labkit_home, trainer_command
 from labkit.trainer.config import FAULTS
 
 SIGNAL_BUTTONS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGKILL", "SIGSTOP", "SIGCONT", "SIGUSR1", "SIGUSR2")
-_LIVE: dict[str, weakref.ref] = {}
+_LIVE: dict[str, weakref.ref[TrainerPanel]] = {}
 
 
 def _stop_groups(procs: list[tuple[subprocess.Popen, float]], grace_s: float = 2.0) -> None:
@@ -65,8 +65,9 @@ class TrainerPanel:
     def __init__(self, name: str = "panel", run_dir: str | os.PathLike | None = None,
                  interval_s: float = 0.5, log_lines: int = 12) -> None:
         previous = _LIVE.get(name)
-        if previous is not None and previous() is not None:
-            previous().close()  # re-running the cell replaces the old panel and its trainer
+        panel = previous() if previous is not None else None
+        if panel is not None:
+            panel.close()  # re-running the cell replaces the old panel and its trainer
         self.name = name
         self.run_dir = Path(run_dir) if run_dir else labkit_home() / "runs" / name
         self.interval_s = interval_s
@@ -78,7 +79,7 @@ class TrainerPanel:
         self._lock = threading.RLock()
         self._stop_updates = threading.Event()
         self._updater: threading.Thread | None = None
-        self._sampler = None
+        self._sampler: monitor.TreeSampler | None = None
         self._metrics = liveplot.MetricsTail(self.run_dir)
         self._plot = liveplot.LivePlot(title=f"trainer ({name})")
         self._message = "ready: press Start"
@@ -169,12 +170,12 @@ class TrainerPanel:
         if self.proc is None:
             raise LabkitError("nothing to wait for: press Start first")
         try:
-            self.proc.wait(timeout=timeout_s)
+            returncode = self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise JobTimeout(f"the trainer (pid {self.proc.pid}) is still running after {timeout_s:g} s "
                              f"(state {self.state}); try panel.stop()") from None
         self._finish_updates()
-        return self.exit_code
+        return signals.shell_exit_code(returncode)
 
     def wait_for_step(self, step: int, timeout_s: float = 30.0) -> int:
         """Wait until the run has logged ``step``; return the last step seen."""

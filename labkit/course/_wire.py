@@ -124,8 +124,9 @@ def encode_args(args: tuple, kwargs: dict) -> tuple:
     return [swap(arg) for arg in args], {key: swap(value) for key, value in kwargs.items()}
 
 
-def decode(data: Any, remote: Callable[[str, str, bool], Remote], depth: int = 0) -> Any:
-    """Rebuild a value the student kernel encoded (JSON only); references become Remotes."""
+def decode(data: Any, remote: Callable[[str, str, bool], object], depth: int = 0) -> Any:
+    """Rebuild a value the student kernel encoded (JSON only); references become what
+    ``remote(token, name, is_callable)`` makes of them (a :class:`Remote` in the judge)."""
     if depth > MAX_DEPTH:
         raise ValueError("data nested too deeply")
     if data is None or isinstance(data, (bool, int, float, str)):

@@ -137,7 +137,7 @@ class Group:
         if not address or not key:
             raise LabkitError("--rank is set by the launcher; start a distributed run with --ranks N")
         self.peers: dict[int, Connection] = {}
-        self._listener = None
+        self._listener: Listener | None = None
         address = "\0" + address  # Linux's abstract namespace (an environment value cannot hold the NUL)
         if rank == 0:
             self._accept(address, bytes.fromhex(key))
@@ -145,11 +145,12 @@ class Group:
             self.hub = self._connect(address, bytes.fromhex(key))
 
     def _accept(self, address: str, key: bytes) -> None:
-        self._listener = Listener(address, family="AF_UNIX", authkey=key)
-        self._listener._listener._socket.settimeout(self.timeout_s)  # accept() must not wait forever
+        self._listener = listener = Listener(address, family="AF_UNIX", authkey=key)
+        # accept() must not wait forever; the socket is private to Listener, so typeshed does not list it
+        listener._listener._socket.settimeout(self.timeout_s)  # type: ignore[attr-defined]
         while len(self.peers) < self.world - 1:
             try:
-                conn = self._listener.accept()
+                conn = listener.accept()
             except OSError:
                 missing = sorted(set(range(1, self.world)) - set(self.peers))
                 raise RankLost(f"ranks {missing} did not connect within {self.timeout_s:g} s") from None

@@ -26,6 +26,7 @@ def run(config: TrainConfig, argv: list[str] | None = None) -> int:
         from labkit.trainer.distributed import launch
 
         return launch(config, argv if argv is not None else sys.argv[1:])
+    trainer: Trainer
     try:
         if config.rank is not None:
             from labkit.trainer.ranks import RankTrainer

@@ -6,7 +6,9 @@ import copy
 import os
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +66,7 @@ class TrainState:
             loss=ckpt.meta.get("loss", float("nan")), saved_step=ckpt.meta["global_step"],
         )
 
-    def checkpoint_content(self, config: TrainConfig, rng_state: dict) -> tuple[dict, dict]:
+    def checkpoint_content(self, config: TrainConfig, rng_state: Mapping[str, Any]) -> tuple[dict, dict]:
         """Return the arrays and metadata a checkpoint of this state holds."""
         arrays = dict(self.params)
         arrays.update({"v_" + n: v for n, v in self.velocity.items()})
@@ -85,34 +87,48 @@ class Trainer:
         self.faults = Faults(config.fault, config.fault_step, self.files.log, config.shutdown_seconds)
         ignore = (signal.SIGTERM,) if self.faults.ignores_sigterm else ()
         self.flags = SignalFlags(ignore=ignore, stack_file=self.files.log_file)
-        self.state: TrainState | None = None
-        self.loader: InlineLoader | None = None
+        self._state: TrainState | None = None  # set by run(), before the loop reads it
+        self._loader: InlineLoader | None = None  # likewise
         self._step_started = 0.0
+
+    @property
+    def state(self) -> TrainState:
+        """The run's state (weights, optimizer, RNG, position); exists once :meth:`run` has begun."""
+        if self._state is None:
+            raise RuntimeError("the trainer has no state yet: Trainer.run() creates it")
+        return self._state
+
+    @property
+    def loader(self) -> InlineLoader:
+        """The data loader of the run; exists once :meth:`run` has loaded the state."""
+        if self._loader is None:
+            raise RuntimeError("the trainer has no data loader yet: Trainer.run() creates it")
+        return self._loader
 
     def run(self) -> int:
         """Train to the end or until a stop signal; return the process exit code."""
         self.flags.install()
         try:
-            self.state = self._initial_state()
+            self._state = self._initial_state()
             self._hold_memory()
-            self.loader = self._make_loader()
+            self._loader = self._make_loader()
             self._train()
             return self._finish()
-        except WorkerDied as err:
+        except WorkerDied as err:  # only the loader raises it, and it exists after the state
             self.files.log(f"error: {err}; the last checkpoint is step {self.state.saved_step}")
             return 1
         except (DiskFull, OSError) as err:
             if not isinstance(err, DiskFull) and not DiskFull.matches(err):
                 raise
             full = err if isinstance(err, DiskFull) else DiskFull(f"writing in {self.config.run_dir}", err)
-            kept = self.state.saved_step if self.state else -1
+            kept = self._state.saved_step if self._state else -1
             self.files.log(f"error: {full}; " + (f"the previous checkpoint (step {kept}) is kept" if kept >= 0 else
                                                  "no checkpoint was saved yet")
                            + f"; {full.advice}, then resume with --resume")
             return full.exit_code
         finally:
-            if self.loader is not None:
-                self.loader.close()
+            if self._loader is not None:
+                self._loader.close()
             self.faults.reap_zombies()
             self.flags.restore()
 
@@ -136,7 +152,9 @@ class Trainer:
             self.files.log(f"resume: skipped {path.name}: {reason}")
         state = TrainState.from_checkpoint(result.checkpoint, config)
         dropped = self.files.truncate_metrics(state.global_step)
-        self.files.log(f"resume: from {result.checkpoint.path.name} at step {state.global_step} "
+        source = result.checkpoint.path  # set by load_latest; None only for a Checkpoint built by hand
+        name = source.name if source is not None else "a checkpoint"
+        self.files.log(f"resume: from {name} at step {state.global_step} "
                        f"(epoch {state.epoch}, step {state.position} of the epoch)"
                        + (f"; {dropped} metric lines after it will be redone" if dropped else ""))
         return state
@@ -187,7 +205,8 @@ class Trainer:
         config, state = self.config, self.state
         rng_before = copy.deepcopy(state.rng.bit_generator.state)
         started = time.monotonic()
-        grads_sum, losses = None, []
+        grads_sum: dict[str, np.ndarray] | None = None
+        losses: list[float] = []
         for micro in range(config.micro_batches):
             if micro and self.flags.stopping:
                 state.rng.bit_generator.state = rng_before  # the step never happened
@@ -200,6 +219,8 @@ class Trainer:
             losses.append(loss)
             grads_sum = grads if grads_sum is None else {k: grads_sum[k] + grads[k] for k in grads}
             _sleep_until(started + config.step_time * (micro + 1) / config.micro_batches)
+        if grads_sum is None:
+            raise BadArgument(f"micro_batches must be at least 1, got {config.micro_batches}")
         mean = {k: g / config.micro_batches for k, g in grads_sum.items()}
         model.sgd_momentum(state.params, state.velocity, mean, config.lr, config.momentum)
         state.position += 1
@@ -223,7 +244,7 @@ class Trainer:
     def _status_line(self) -> str:
         s = self.state
         return (f"status: step {s.global_step} epoch {s.epoch} loss {s.loss:.4f} "
-                f"last checkpoint step {s.saved_step} workers {self.loader.pids if self.loader else []}")
+                f"last checkpoint step {s.saved_step} workers {self._loader.pids if self._loader else []}")
 
     def _save(self, reason: str) -> None:
         state = self.state
@@ -235,24 +256,33 @@ class Trainer:
 
     def _finish(self) -> int:
         state = self.state
-        if self.flags.stopping:
-            sig = self.flags.stop_signal
-            self.files.log(f"stopping on {sig.name} at step {state.global_step}")
-            self._slow_shutdown()
-            if state.saved_step != state.global_step:
-                self._save(sig.name)
-            repeats = self.flags.stop_count - 1
-            self.files.log(f"stopped cleanly on {sig.name}; resume with --resume"
-                           + (f" ({repeats} more stop signal(s) arrived while stopping)" if repeats else ""))
-            return 0
+        sig = self.flags.stop_signal
+        if sig is not None:
+            return self._finish_stopped(sig.name)
         if state.saved_step != state.global_step:
             self._save("final")
+        digest = model.weights_sha256(state.params)
         summary = {"status": "completed", "epoch": state.epoch, "global_step": state.global_step,
-                   "loss": state.loss, "weights_sha256": model.weights_sha256(state.params)}
-        self.files.write_final(summary)
+                   "loss": state.loss, "weights_sha256": digest}
+        self._write_final(summary)
         self.files.log(f"completed: step {state.global_step} loss {state.loss:.4f} "
-                       f"weights_sha256 {summary['weights_sha256'][:16]}...")
+                       f"weights_sha256 {digest[:16]}...")
         return 0
+
+    def _finish_stopped(self, reason: str) -> int:
+        """Save and log a stop requested by ``reason`` (a signal's name)."""
+        state = self.state
+        self.files.log(f"stopping on {reason} at step {state.global_step}")
+        self._slow_shutdown()
+        if state.saved_step != state.global_step:
+            self._save(reason)
+        repeats = self.flags.stop_count - 1
+        self.files.log(f"stopped cleanly on {reason}; resume with --resume"
+                       + (f" ({repeats} more stop signal(s) arrived while stopping)" if repeats else ""))
+        return 0
+
+    def _write_final(self, summary: dict[str, Any]) -> None:
+        self.files.write_final(summary)
 
     def _slow_shutdown(self) -> None:
         seconds = self.faults.slow_shutdown_s

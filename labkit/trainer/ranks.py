@@ -7,9 +7,11 @@ trainer does; rank N logs to ``RUN_DIR/ranks/N/``. See :mod:`labkit.trainer.dist
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
+from labkit.errors import BadArgument
 from labkit.trainer import model
 from labkit.trainer.config import TrainConfig
 from labkit.trainer.distributed import Group, RankLost, micro_batch_rng
@@ -23,7 +25,10 @@ class RankTrainer(Trainer):
     """A trainer that is rank ``config.rank`` of ``config.ranks``."""
 
     def __init__(self, config: TrainConfig) -> None:
-        self.rank, self.world = config.rank, config.ranks
+        if config.rank is None:
+            raise BadArgument("--rank is set by the launcher; start a distributed run with --ranks N")
+        self.rank: int = config.rank
+        self.world = config.ranks
         super().__init__(config)
         if self.rank > 0:
             self.files.close()
@@ -31,23 +36,30 @@ class RankTrainer(Trainer):
             self.files.checkpoints = config.run_dir / "checkpoints"  # every rank resumes from rank 0's
             self.faults = Faults(None, config.fault_step, self.files.log)  # faults are rank 0's
             self.flags = SignalFlags(stack_file=self.files.log_file)  # SIGUSR1 stacks go to this rank's log
-        self.group: Group | None = None
+        self._group: Group | None = None  # joined by run(), before the loop needs it
         self._agreed_stop = False
+
+    @property
+    def group(self) -> Group:
+        """The connections to the other ranks; exist once :meth:`run` has joined the group."""
+        if self._group is None:
+            raise RuntimeError("this rank has not joined its group yet: RankTrainer.run() joins it")
+        return self._group
 
     def run(self) -> int:
         """Join the group, train, and leave it; 1 if a peer was lost."""
         try:
-            self.group = Group(self.rank, self.world, self.config.rank_timeout)
+            self._group = Group(self.rank, self.world, self.config.rank_timeout)
             self.files.log(f"rank {self.rank} of {self.world}: connected")
             return super().run()
         except RankLost as err:
             self.files.log(f"error: {err}; stopping this rank")
-            if self.group is not None and self.rank == 0:
-                self.group.abort(str(err))
+            if self._group is not None and self.rank == 0:
+                self._group.abort(str(err))
             return 1
         finally:
-            if self.group is not None:
-                self.group.close()
+            if self._group is not None:
+                self._group.close()
 
     def _remove_stale_temporaries(self) -> None:
         if self.rank == 0:  # the other ranks must not touch rank 0's folder
@@ -61,7 +73,7 @@ class RankTrainer(Trainer):
         """Compute this rank's micro-batches, all-reduce, apply the common update."""
         config, state = self.config, self.state
         started = time.monotonic()
-        mine = {}
+        mine: dict[int, tuple[float, dict[str, np.ndarray]]] = {}
         share = range(self.rank, config.micro_batches, self.world)
         for count, micro in enumerate(share, 1):
             x, y = self.loader.get(state.position * config.micro_batches + micro)
@@ -95,18 +107,17 @@ class RankTrainer(Trainer):
 
     def _finish(self) -> int:
         if self._agreed_stop and not self.flags.stopping:
-            self.flags.stop_signal, self.flags.stop_count = _AGREED, 1
-        if self.rank > 0:
-            self.files.write_final = lambda summary: None  # rank 0 writes final.json
-        code = super()._finish()
+            self.flags.stop_count = 1  # the agreement is this rank's one stop request
+            code = self._finish_stopped(_AGREED)
+        else:
+            code = super()._finish()
         self.group.barrier("saved")  # no rank exits before rank 0's checkpoint is durable
         return code
 
-
-class _Agreed:
-    """Stands in for a signal when a rank stops because the others agreed to."""
-
-    name = "the group's agreement"
+    def _write_final(self, summary: dict[str, Any]) -> None:
+        if self.rank == 0:  # rank 0 writes final.json
+            super()._write_final(summary)
 
 
-_AGREED = _Agreed()
+_AGREED = "the group's agreement"
+"""What a rank says it stopped on when it stops because the others agreed to."""

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import faulthandler
 import signal
-from typing import IO
+from collections.abc import Callable
+from types import FrameType
+from typing import IO, Any, Union
+
+# What signal.getsignal() returns and signal.signal() accepts.
+_Handler = Union[Callable[[int, Union[FrameType, None]], Any], int, signal.Handlers, None]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _EARLY: list[int] = []  # signals that arrived before SignalFlags.install (numpy still loading)
@@ -61,7 +66,7 @@ class SignalFlags:
     def __init__(self, ignore: tuple[signal.Signals, ...] = (), stack_file: IO | None = None):
         self._ignore = set(ignore)
         self._stack_file = stack_file
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, _Handler] = {}
         self.stop_signal: signal.Signals | None = None
         self.stop_count = 0
         self.hup_inherited_ignored = False
@@ -80,7 +85,9 @@ class SignalFlags:
         self._set(signal.SIGUSR2, self._on_checkpoint)
         early, _EARLY[:] = list(_EARLY), []
         for signum in early:  # replay what arrived before install, in order
-            signal.getsignal(signum)(signum, None)
+            handler = signal.getsignal(signum)
+            if callable(handler):  # install_early only records signals that install() handles
+                handler(signum, None)
         if self._stack_file is not None:
             # Registered after the Python handler and chained to it: the C-level dump works
             # even when the main thread is stuck (deadlock, blocking read), and the Python
@@ -116,7 +123,7 @@ class SignalFlags:
         ignored, self.ignored = self.ignored, []
         return ignored
 
-    def _set(self, sig: signal.Signals, handler) -> None:
+    def _set(self, sig: signal.Signals, handler: _Handler) -> None:
         self._previous.setdefault(sig, signal.getsignal(sig))
         signal.signal(sig, handler)
 
