@@ -139,6 +139,9 @@ CASES = _restart_table() + [
     Case("oneshot-in-order", "Type=oneshot\nExecStart={bin}/rec {out}/one\nExecStart={bin}/rec {out}/two\n"
                              "ExecStartPost={bin}/rec {out}/startpost\nExecStop={bin}/rec {out}/stop\n"
                              "ExecStopPost={bin}/rec {out}/stoppost\n"),
+    Case("semicolon-separates-commands", "ExecStartPre={bin}/rec {out}/pre ; {bin}/rec {out}/pre2\n"
+                                         "ExecStart={bin}/rec {out}/main /bin/echo a\\; b\n"
+                                         "ExecStopPost={bin}/rec {out}/stoppost\n"),
     Case("oneshot-first-fails", "Type=oneshot\nExecStart={bin}/rec {out}/one /bin/false\nExecStart={bin}/rec {out}/two\n"
                                 "ExecStopPost={bin}/rec {out}/stoppost\n"),
     Case("type-exec-missing-binary", "Type=exec\nExecStart=/no/such/program\nExecStopPost={bin}/rec {out}/stoppost\n"),

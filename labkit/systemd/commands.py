@@ -77,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.real:
         state = _run_real(unit, journal, emit, args)
     else:
+        assert spec is not None  # read above unless --real
         state = supervise(spec, journal, emit, stop_after=args.stop_after, run_for=args.run_for)
     if not args.json:
         print(f"{unit.name}: {state}; journal: labkit unit logs {unit.name}", file=sys.stderr)

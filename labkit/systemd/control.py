@@ -46,7 +46,9 @@ class UnitRun:
         self._reader.start()
 
     def _read(self) -> None:
-        for line in self.process.stdout:
+        stdout, stderr = self.process.stdout, self.process.stderr
+        assert stdout is not None and stderr is not None  # both are pipes (Popen above)
+        for line in stdout:
             try:
                 event = json.loads(line)
             except ValueError:
@@ -54,7 +56,7 @@ class UnitRun:
             with self._changed:
                 self.events.append(event)
                 self._changed.notify_all()
-        self.errors = self.process.stderr.read()
+        self.errors = stderr.read()
         with self._changed:
             self._changed.notify_all()
 

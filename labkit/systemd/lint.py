@@ -34,6 +34,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable, overload
 
 from labkit.errors import BadArgument
 from labkit.signals import parse_signal
@@ -45,7 +46,7 @@ SEVERITIES = ("error", "warning", "info")
 _BOOLEAN_WORDS = {"yes", "no", "true", "false", "on", "off", "1", "0", "y", "n", "t", "f"}
 _SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd.exec(5): fixed
 _TRAINING = re.compile(r"train|torchrun|accelerate|deepspeed|lightning|fairseq|labkit\.trainer", re.IGNORECASE)
-_VALIDATORS = {
+_VALIDATORS: dict[str, Callable[[str], object]] = {
     "timespan": values.parse_timespan,
     "bool": values.parse_bool,
     "size": values.parse_size,
@@ -425,6 +426,13 @@ class _Checker:
             self._dependencies()
 
     # -- values that systemd keeps or ignores ------------------------------------------------------
+    @overload
+    def value(self, section: str, key: str) -> str | None: ...
+    @overload
+    def value(self, section: str, key: str, default: str) -> str: ...
+    @overload
+    def value(self, section: str, key: str, default: str | None) -> str | None: ...
+
     def value(self, section: str, key: str, default: str | None = None) -> str | None:
         """The value systemd ends up with: the last assignment it accepts, comment removed."""
         for a in reversed(self.unit.assignments_of(section, key)):

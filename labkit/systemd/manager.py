@@ -81,6 +81,9 @@ class Manager:
         ``systemd-run --user`` and ``journalctl --user`` need to reach this manager."""
         env = dict(os.environ if base is None else base)
         env["XDG_RUNTIME_DIR"] = self.runtime_dir
+        # where systemd is not PID 1, `systemctl --user enable/disable` edit the unit folders
+        # themselves, found through XDG_CONFIG_HOME: the manager's, not the caller's
+        env["XDG_CONFIG_HOME"] = self.config_home
         env.pop("DBUS_SESSION_BUS_ADDRESS", None)  # else systemctl tries the session bus first
         return env
 
@@ -292,13 +295,14 @@ def _make_cgroups(uid: int, made: list[str]) -> list[Path]:
 
     tag = hashlib.sha256(str(state_path().resolve()).encode()).hexdigest()[:10]
     relative = Path(f"labkit-{tag}.slice") / f"user-{uid}.slice" / f"user@{uid}.service"
-    roots = [cgroup2_mount()]
+    unified = cgroup2_mount()
+    assert unified is not None  # start() refused already where none is mounted (why_cannot_start)
+    roots = [unified]
     named = _mount_of("cgroup", "name=systemd")
     if named is not None:
         roots.append(named)
     folders = []
     for root in roots:
-        assert root is not None
         folder = root / relative
         if folder.is_dir() and _procs_in(folder):
             raise LabkitError(f"processes of an earlier manager are still in {folder}; "

@@ -124,7 +124,7 @@ class RealRun:
         self.seen_start: set[tuple] = set()
         self.seen_exit: set[tuple] = set()
         self.restarts = 0
-        self.kill_states: set[tuple[str, str]] = set()
+        self.kill_states: set[tuple[str | None, str]] = set()  # (InactiveExitTimestampMonotonic, SubState)
         self.journal: queue.Queue = queue.Queue()
         self.manager_logs = False  # True once the manager's own lines reach the journal
         self.last_line_at = 0.0  # when the latest line of the manager's about this unit was logged

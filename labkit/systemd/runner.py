@@ -300,7 +300,7 @@ class Supervisor:
         sent = []
         if self.control is not None and self._alive([self.control]):
             sent += self._signal([self.control], sig, why, quiet=True)
-        if self._main_alive():
+        if self.main is not None and self._main_alive():
             sent += self._signal([self.main], sig, why, quiet=True)
             if self.spec.send_sighup and not kill:
                 self._signal([self.main], signal.SIGHUP, "SendSIGHUP=yes", quiet=True)
@@ -475,11 +475,11 @@ class Supervisor:
 
     def _cwd(self) -> str:
         """The user's home unless WorkingDirectory= says otherwise (systemd.exec(5): "the
-        respective user's home directory if run as user"); a missing '-' directory leaves the
-        manager's own, '/' (measured with systemd 252)."""
+        respective user's home directory if run as user"); a missing home, or a missing '-'
+        directory, leaves the manager's own, '/' (measured with systemd 252)."""
         home = self.env.get("HOME") or "/"
-        if self.spec.working_directory is None:
-            return home
+        if self.spec.working_directory is None:  # the default home is optional ('!' and '-' in
+            return home if os.path.isdir(home) else "/"  # `show -p WorkingDirectory`): measured
         path, required = self.spec.working_directory
         path = home if path == "~" else path
         if not os.path.isdir(path) and not required:

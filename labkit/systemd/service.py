@@ -27,7 +27,7 @@ from pathlib import Path
 
 from labkit.errors import BadArgument
 from labkit.signals import parse_signal
-from labkit.systemd.unitfile import ExecCommand, UnitFile, parse_exec, split_words
+from labkit.systemd.unitfile import ExecCommand, UnitFile, parse_exec, split_commands, split_words
 from labkit.systemd.values import InvalidValue, parse_bool, parse_exit_statuses, parse_nice, parse_timespan
 
 TYPES = ("simple", "exec", "oneshot", "forking")
@@ -98,7 +98,9 @@ class ServiceSpec:
         return spec
 
     def _read(self, unit: UnitFile) -> None:
-        get = lambda key, default=None: unit.get("Service", key, default)  # noqa: E731
+        def get(key: str, default: str) -> str:
+            return unit.get("Service", key, default)
+
         kind = get("Type", "simple")
         if kind in SIMILAR_TYPES:
             self.notes.append(f"Type={kind} runs as Type={SIMILAR_TYPES[kind]} here (no sd_notify/D-Bus)")
@@ -107,24 +109,26 @@ class ServiceSpec:
             raise InvalidValue("", f"Type={kind} is not supported by labkit's runner (use simple, exec, oneshot or forking)")
         self.type = kind
         for phase in EXEC_PHASES:
-            self.commands[phase] = [self._resolved_exec(v) for v in unit.get_list("Service", phase)]
+            self.commands[phase] = [self._resolved_exec(part) for v in unit.get_list("Service", phase)
+                                    for part in split_commands(v)]
         starts = self.commands["ExecStart"]
         if not starts:
             raise InvalidValue("", "no ExecStart= in [Service]: there is nothing to run")
-        if len(starts) > 1 and kind != "oneshot":
-            raise InvalidValue("", f"{len(starts)} ExecStart= lines; only Type=oneshot may have more than one")
+        if len(starts) > 1 and kind != "oneshot":  # systemd: "Service has more than one ExecStart= setting"
+            raise InvalidValue("", f"{len(starts)} ExecStart= commands (lines, or parts separated by a lone ';'); "
+                                   "only Type=oneshot may have more than one")
         self.restart = _choice("Restart", get("Restart", "no"), RESTARTS)
         self.restart_sec = parse_timespan(get("RestartSec", "100ms"))
-        interval = unit.get("Unit", "StartLimitIntervalSec") or get("StartLimitInterval") or "10s"
+        interval = unit.get("Unit", "StartLimitIntervalSec") or unit.get("Service", "StartLimitInterval") or "10s"
         self.start_limit_interval = parse_timespan(interval)
-        self.start_limit_burst = int(unit.get("Unit", "StartLimitBurst") or get("StartLimitBurst") or 5)
+        self.start_limit_burst = int(unit.get("Unit", "StartLimitBurst") or unit.get("Service", "StartLimitBurst") or 5)
         self.success_codes, self.success_signals = parse_exit_statuses(" ".join(unit.get_list("Service", "SuccessExitStatus")))
         self.prevent_codes, self.prevent_signals = parse_exit_statuses(
             " ".join(unit.get_list("Service", "RestartPreventExitStatus")))
         self.force_codes, self.force_signals = parse_exit_statuses(
             " ".join(unit.get_list("Service", "RestartForceExitStatus")))
         self.remain_after_exit = parse_bool(get("RemainAfterExit", "no"))
-        timeout = get("TimeoutSec")
+        timeout = unit.get("Service", "TimeoutSec")
         self.timeout_start = parse_timespan(get("TimeoutStartSec", timeout or ("infinity" if kind == "oneshot" else "90s")))
         self.timeout_stop = parse_timespan(get("TimeoutStopSec", timeout or "90s"))
         self.timeout_start = self.timeout_start or math.inf  # 0 disables the timeout
@@ -142,7 +146,9 @@ class ServiceSpec:
         self._read_exec_context(unit)
 
     def _read_exec_context(self, unit: UnitFile) -> None:
-        get = lambda key, default=None: unit.get("Service", key, default)  # noqa: E731
+        def get(key: str) -> str | None:
+            return unit.get("Service", key)
+
         for value in unit.get_list("Service", "Environment"):
             for word in split_words(value):
                 word = self.specifiers(word)  # per word, after splitting, as config_parse_environ()
@@ -157,14 +163,14 @@ class ServiceSpec:
             path = directory.lstrip("-")
             self.working_directory = (path if path == "~" else self.specifiers(path), not directory.startswith("-"))
         self.user = get("User")
-        if get("Nice") is not None:
-            self.nice = parse_nice(get("Nice"))
+        if (nice := get("Nice")) is not None:
+            self.nice = parse_nice(nice)
         for key, name in RLIMITS.items():
-            if get(key) is not None:
-                self.rlimits[name] = _rlimit(key, get(key))
+            if (setting := get(key)) is not None:
+                self.rlimits[name] = _rlimit(key, setting)
         for key in CGROUP_LIMITS:
-            if get(key) is not None:
-                self.cgroup_limits[key] = get(key)
+            if (setting := get(key)) is not None:
+                self.cgroup_limits[key] = setting
 
     # --- what systemd checks when it loads the unit ------------------------------------------
     def _check_loadable(self, unit: UnitFile) -> None:
@@ -174,9 +180,9 @@ class ServiceSpec:
             values: list = []
             for assignment in unit.assignments_of("Service", phase):
                 values = [] if assignment.value == "" else values + [assignment]
-            for assignment in values:
+            for assignment, part in ((a, part) for a in values for part in split_commands(a.value)):
                 try:
-                    command = parse_exec(assignment.value)
+                    command = parse_exec(part)
                 except BadArgument:
                     continue  # a quoting problem: _read() says which key
                 problem = None
@@ -290,7 +296,9 @@ def read_environment_file(path: Path, warnings: list[str] | None = None) -> dict
     """
     text = path.read_text(errors="replace")
     env: dict[str, str] = {}
-    state, key, value, line, key_line = "pre_key", [], [], 1, 1
+    key: list[str] = []
+    value: list[str] = []
+    state, line, key_line = "pre_key", 1, 1
     trailing = 0  # whitespace at the end of an unquoted value, dropped if nothing follows it
 
     def push() -> None:

@@ -24,6 +24,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 from labkit.errors import BadArgument
 
@@ -71,6 +72,13 @@ class UnitFile:
     def assignments_of(self, section: str, key: str) -> list[Assignment]:
         """Every assignment of ``key`` in ``section``, in file order (empty resets included)."""
         return [a for a in self.assignments if a.section == section and a.key == key]
+
+    @overload
+    def get(self, section: str, key: str) -> str | None: ...
+    @overload
+    def get(self, section: str, key: str, default: str) -> str: ...
+    @overload
+    def get(self, section: str, key: str, default: str | None) -> str | None: ...
 
     def get(self, section: str, key: str, default: str | None = None) -> str | None:
         """The value of a single-valued key: the last assignment wins; ``default`` if unset or reset."""
@@ -222,6 +230,29 @@ def parse_exec(value: str) -> ExecCommand:
     return ExecCommand(tuple(words), "-" in flags, "+" in flags or "!" in flags, ":" in flags, "@" in flags)
 
 
+def split_commands(value: str) -> list[str]:
+    """Split an Exec line at each ``;`` that stands alone as a word, outside quotes: systemd runs
+    the parts as commands one after another (systemd.service(5), "Command lines": ``\\;`` is a
+    literal semicolon). ``a ; b`` -> ["a", "b"]; a trailing lone ``;`` is dropped."""
+    parts, start, quote, index = [], 0, None, 0
+    while index < len(value):
+        char = value[index]
+        if char == "\\":
+            index += 2
+            continue
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"" and (index == 0 or value[index - 1].isspace()):
+            quote = char
+        elif char == ";" and (index == 0 or value[index - 1].isspace()) and \
+                (index + 1 == len(value) or value[index + 1].isspace()):
+            parts.append(value[start:index])
+            start = index + 1
+        index += 1
+    parts.append(value[start:])
+    return [part.strip() for part in parts if part.strip()]
+
+
 def split_words(text: str) -> list[str]:
     """Split like systemd's extract_first_word (unquote, C escapes): ``a "b c" 'd'`` -> [a, b c, d].
 
@@ -240,6 +271,7 @@ def split_words(text: str) -> list[str]:
                 raise BadArgument(f"dangling backslash at the end of {text!r}")
             current = (current or []) + [_ESCAPES.get(text[index], "\\" + text[index])]
         elif quote:
+            assert current is not None  # the opening quote started a word (and a word never ends inside quotes)
             if char == quote:
                 quote = None
             else:

@@ -43,7 +43,9 @@ def _c_int(text: str, value: str) -> int:
     s, base = text.lstrip(_WS), 0
     if s[:2] in ("0b", "0B", "0o", "0O"):
         base, s = (2 if s[1] in "bB" else 8), s[2:]
-    sign, body = re.fullmatch(r"[ \t\n\v\f\r]*([+-]?)(.*)", s, re.S).groups()
+    parts = re.fullmatch(r"[ \t\n\v\f\r]*([+-]?)(.*)", s, re.S)
+    assert parts is not None  # the pattern matches any text
+    sign, body = parts.groups()
     if base == 0:
         hexa = body[:2] in ("0x", "0X") and body[2:3] != "" and body[2:3] in "0123456789abcdefABCDEF"
         base, body = (16, body[2:]) if hexa else (8 if body.startswith("0") else 10, body)
@@ -79,6 +81,7 @@ def _parse_usec(text: str, default: int) -> int | None:
         if p.startswith("-"):
             raise InvalidValue(text, "a time span cannot be negative")
         whole = re.match(r"(?:\+?([0-9]+))?", p)
+        assert whole is not None  # the pattern matches any text (the empty string at least)
         rest = p[whole.end():]
         frac = re.match(r"\.([0-9]*)", rest)
         if not whole[0] and not frac:
@@ -310,7 +313,8 @@ _SHORTHANDS = {"minutely": "*-*-* *:*:00", "hourly": "*-*-* *:00:00", "daily": "
                **dict.fromkeys(("semiannually", "semi-annually", "biannually", "bi-annually"), "*-01,07-01 00:00:00")}
 _FIELDS = ("year", "month", "day", "hour", "minute", "second")
 _LIMITS = ((1970, 2199), (1, 12), (1, 31), (0, 23), (0, 59), (0, 60 * _USEC - 1))  # seconds in µs
-_FIRST = (None, 1, 1, 0, 0, 0)  # the first month, day, hour, minute and second
+# the first month, day, hour, minute and second (and year, never read: no field above it carries over)
+_FIRST = (_LIMITS[0][0], 1, 1, 0, 0, 0)
 _ZERO: _Chain = ((0, -1, 0),)
 
 
@@ -331,10 +335,11 @@ def _chain(part: str, usec: bool, text: str, field: str) -> _Chain | None:
         raise InvalidValue(text, f"{part!r} is cron syntax; systemd wants a start, e.g. 0/15 (or 1/2 for days)")
     number = r"[0-9]+(?:\.[0-9]+)?" if usec else "[0-9]+"
     items = [re.fullmatch(rf"({number})(?:\.\.({number}))?(?:/({number}))?", item) for item in part.split(",")]
-    if not all(items) or len(items) > 241:
+    matches = [m for m in items if m is not None]
+    if len(matches) < len(items) or len(items) > 241:
         raise InvalidValue(text, f"bad {field} {part!r} (write e.g. 5, 1,15, 1..5, 0/15 or 8..18/2)")
     chain = []
-    for m in items:
+    for m in matches:
         start, stop = _component(m[1], usec, text), _component(m[2], usec, text) if m[2] else -1
         repeat = _component(m[3], usec, text) if m[3] else (_USEC if usec else 1) if m[2] else 0
         if (m[3] and not repeat) or (usec and m[2] and not m[3] and start + repeat > stop):
@@ -370,8 +375,13 @@ class CalendarSpec:
 
     def __init__(self) -> None:
         self.weekdays, self.end_of_month, self.dst = 0, False, -1  # dst: forced by a local zone abbreviation
-        self.year = self.month = self.day = None  # a date left out means every day
-        self.hour, self.minute, self.second = _ZERO, _ZERO, _ZERO  # a time left out means 00:00:00
+        # None is "*": every value; a date left out means every day, a time left out 00:00:00
+        self.year: _Chain | None = None
+        self.month: _Chain | None = None
+        self.day: _Chain | None = None
+        self.hour: _Chain | None = _ZERO
+        self.minute: _Chain | None = _ZERO
+        self.second: _Chain | None = _ZERO
         self.zone: tzinfo | None = None  # None is the local zone, as TZ says at the time of asking
         self.zone_name = ""
 
@@ -489,8 +499,11 @@ class CalendarSpec:
     def elapses(self, after: datetime, count: int) -> list[datetime]:
         """The next ``count`` elapses after ``after``, fewer if the event stops elapsing."""
         found: list[datetime] = []
-        while len(found) < count and (after := self.next_elapse(after)) is not None:
-            found.append(after)
+        while len(found) < count:
+            moment = self.next_elapse(found[-1] if found else after)
+            if moment is None:
+                break
+            found.append(moment)
         return found
 
     def _next_usec(self, usec: int) -> int | None:
@@ -529,7 +542,8 @@ class _Clock:
     """Epoch seconds to and from [Y, M, D, h, m, s, isdst] in one zone, as localtime() and mktime()."""
 
     def __init__(self, zone: tzinfo | None) -> None:
-        self.zone, self.offset = zone, None  # offset: the one mktime() used last
+        self.zone = zone
+        self.offset: timedelta | None = None  # the one mktime() used last
 
     def split(self, t: int) -> list[int]:
         if self.zone is None:
@@ -541,7 +555,7 @@ class _Clock:
 
     def join(self, c: list[int]) -> int:
         if self.zone is None:  # the C library's own mktime(), as systemd uses it
-            return int(time.mktime((*c[:6], 0, 0, c[6])))
+            return int(time.mktime((c[0], c[1], c[2], c[3], c[4], c[5], 0, 0, c[6])))
         wall = datetime(c[0] + (c[1] - 1) // 12, (c[1] - 1) % 12 + 1, 1) + timedelta(
             days=c[2] - 1, hours=c[3], minutes=c[4], seconds=c[5])  # out-of-range fields carry over
         # like mktime(), resolve a wall time that occurs twice (or never) with the last offset used
