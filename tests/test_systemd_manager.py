@@ -124,7 +124,8 @@ def test_the_cli_starts_prints_the_environment_and_stops(own_home):
     record = json.loads(done.stdout)
     assert record["already_running"] is False
     printed = labkit("systemd", "env", env=env).stdout
-    assert printed.startswith(f"export XDG_RUNTIME_DIR={record['runtime_dir']};")
+    assert printed.startswith(f"export XDG_RUNTIME_DIR={record['runtime_dir']} "
+                              f"XDG_CONFIG_HOME={record['config_home']};")
     shell = subprocess.run(["bash", "-c", f"{printed}\nsystemctl --user show-environment >/dev/null && echo reached"],
                            capture_output=True, text=True, timeout=30, env=env)
     assert shell.stdout.strip() == "reached", shell.stderr
@@ -210,3 +211,48 @@ def test_the_manager_logs_to_the_journal_so_journalctl_shows_its_own_lines():
         assert lines
     finally:
         systemctl(env, "reset-failed", f"{name}.service")
+
+
+@needs_manager
+def test_a_start_killed_by_sigterm_leaves_no_marker_no_manager_and_no_record(own_home):
+    """SIGTERM while the manager starts (a cancelled CI job, a closed terminal): everything is undone."""
+    import signal as signals
+
+    env = {**os.environ}
+    script = ("import os, signal, threading\n"
+              "from labkit.systemd import manager\n"
+              "original = manager._wait_until_it_answers\n"
+              "def interrupted(*args):\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)  # arrives inside the start-up window\n"
+              "    original(*args)\n"
+              "manager._wait_until_it_answers = interrupted\n"
+              f"manager.start(config_home={str(own_home / 'config')!r})\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode != 0 and "SIGTERM while the manager was starting" in done.stderr, done.stderr
+    assert not manager.MARKER.exists() or manager.pid1_is_systemd()
+    assert manager.find() is None and not manager.state_path().exists()
+    leftovers = [p for p in psutil.process_iter(["cmdline", "environ"])
+                 if (p.info["cmdline"] or [])[:2] == [manager.systemd_binary(), "--user"]
+                 and (p.info["environ"] or {}).get("XDG_CONFIG_HOME") == str(own_home / "config")]
+    assert not leftovers, leftovers
+    assert signals.SIGTERM  # (the name is used in the script above)
+
+
+def test_a_marker_left_by_a_dead_labkit_start_is_removed_and_a_foreign_one_kept(monkeypatch, tmp_path):
+    marker = tmp_path / "system"
+    monkeypatch.setattr(manager, "MARKER", marker)
+    monkeypatch.setattr(manager, "pid1_is_systemd", lambda: False)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    marker.mkdir()
+    (marker / f".labkit-{dead.pid}").touch()
+    manager._remove_stale_marker()
+    assert not marker.exists()
+    marker.mkdir()
+    (marker / "something-else").touch()  # not labkit's: never removed
+    manager._remove_stale_marker()
+    assert marker.exists()
+    (marker / "something-else").unlink()
+    (marker / f".labkit-{os.getpid()}").touch()  # its owner still runs: a start under way
+    manager._remove_stale_marker()
+    assert marker.exists()

@@ -130,7 +130,8 @@ def add_manager_arguments(sub) -> None:
     actions.add_parser("stop", help="stop it, its services and the journald it started; remove what it made")
     status = actions.add_parser("status", help="whether it runs, or why it cannot start")
     status.add_argument("--json", action="store_true")
-    actions.add_parser("env", help="print `export XDG_RUNTIME_DIR=...` for a shell: eval \"$(labkit systemd env)\"")
+    actions.add_parser("env", help="print `export XDG_RUNTIME_DIR=... XDG_CONFIG_HOME=...` for a shell: "
+                                   "eval \"$(labkit systemd env)\"")
 
 
 def manager_main(args: argparse.Namespace) -> int:
@@ -160,7 +161,8 @@ def manager_main(args: argparse.Namespace) -> int:
         found = manager.find()
         if found is None:
             raise LabkitError("no systemd user manager of labkit's runs: `labkit systemd start` first")
-        print(f"export XDG_RUNTIME_DIR={shlex.quote(found.runtime_dir)}; unset DBUS_SESSION_BUS_ADDRESS")
+        print(f"export XDG_RUNTIME_DIR={shlex.quote(found.runtime_dir)} XDG_CONFIG_HOME={shlex.quote(found.config_home)}; "
+              "unset DBUS_SESSION_BUS_ADDRESS")
         return 0
     state = manager.status()
     if args.json:

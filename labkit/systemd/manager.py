@@ -3,8 +3,9 @@
 Containers, hub images and CI machines often have the systemd package but not systemd as
 PID 1. ``systemd --user`` refuses to start there only because ``sd_booted()`` tests whether
 ``/run/systemd/system/`` exists (sd_booted(3)). :func:`start` creates that folder for the
-moment of start-up and removes it as soon as the manager answers (so apt, invoke-rc.d and the
-rest never believe systemd is PID 1), gives the manager a private 0700 ``XDG_RUNTIME_DIR``
+moment of start-up and removes it as soon as the manager answers (about 0.1 s here; during
+that moment apt or invoke-rc.d would believe systemd is PID 1; a start that dies meanwhile leaves
+it, and the next start removes it: an owner file inside names the labkit process), gives the manager a private 0700 ``XDG_RUNTIME_DIR``
 (``systemctl --user`` and ``systemd-run --user`` then talk to ``$XDG_RUNTIME_DIR/systemd/private``,
 no D-Bus daemon needed) and starts it inside a cgroup of its own,
 ``/labkit-ID.slice/user-UID.slice/user@UID.service`` in the cgroup2 hierarchy (and ``name=systemd``
@@ -15,7 +16,8 @@ root cgroup, a manager moves every process of the machine into its ``init.scope`
 ``/lib/systemd/systemd-journald`` is started beside it when no journald answers (volatile
 storage in ``/run/log/journal`` unless ``/var/log/journal`` exists) and shared by every manager
 labkit starts on the machine (``/run/labkit/journald.json`` counts them; the last one out stops
-it). Without journald the services' output is lost and the manager logs to ``/dev/console``.
+it). Without journald the services' output is lost, and the manager is started with
+``--log-target=null`` (it would otherwise write to ``/dev/console``, a slow serial line on many VMs).
 journald tags each line with its unit from the cgroup of the process that wrote it, read when it
 processes the line: lines of a child that has already exited (a quick ``cat`` in a service script)
 can arrive without ``_SYSTEMD_USER_UNIT`` and then escape ``journalctl --user-unit`` (measured here on
@@ -42,13 +44,13 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import psutil
 
 from labkit._atomic import write_json_atomic
-from labkit.errors import LabkitError, PermissionDenied, ToolMissing
+from labkit.errors import BadArgument, LabkitError, PermissionDenied, ToolMissing
 
 MARKER = Path("/run/systemd/system")  # what sd_booted() tests
 JOURNAL_SOCKETS = Path("/run/systemd/journal")
@@ -96,19 +98,26 @@ def state_path() -> Path:
     ``$LABKIT_SYSTEMD_MANAGER`` where set (the test suite points every test and notebook at the
     one manager it started, whatever LABKIT_HOME a test uses)."""
     if os.environ.get("LABKIT_SYSTEMD_MANAGER"):
-        return Path(os.environ["LABKIT_SYSTEMD_MANAGER"])
+        return Path(os.environ["LABKIT_SYSTEMD_MANAGER"]).expanduser().resolve()
     from labkit.jobs import labkit_home
 
-    return labkit_home() / "systemd" / "manager.json"
+    return (labkit_home() / "systemd" / "manager.json").expanduser().resolve()
+
+
+def _load(path: Path) -> Manager | None:
+    """The record at ``path`` (keys another labkit version wrote are ignored), or None."""
+    try:
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(Manager)}
+        return Manager(**{k: v for k, v in data.items() if k in known})
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def find() -> Manager | None:
     """The manager labkit started for this LABKIT_HOME, if it still runs; else None."""
-    try:
-        manager = Manager(**json.loads(state_path().read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-    return manager if manager.alive() else None
+    manager = _load(state_path())
+    return manager if manager is not None and manager.alive() else None
 
 
 def user_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -144,7 +153,7 @@ def why_cannot_start() -> str | None:
         return "the systemd package is not installed (apt install systemd)"
     if shutil.which("systemctl") is None:
         return "systemctl is not installed (apt install systemd)"
-    if MARKER.is_dir():
+    if pid1_is_systemd():
         return ("systemd is PID 1 here: use the user manager a login starts "
                 "(or `loginctl enable-linger $USER`), not one of labkit's")
     if os.geteuid() != 0:
@@ -158,6 +167,15 @@ def why_cannot_start() -> str | None:
     return None
 
 
+def pid1_is_systemd() -> bool:
+    """Whether systemd runs as PID 1, from /proc/1/comm (not from the sd_booted() marker, which a
+    labkit start creates for a moment); the marker where /proc/1/comm cannot be read."""
+    try:
+        return Path("/proc/1/comm").read_text().strip() == "systemd"
+    except OSError:
+        return MARKER.is_dir()
+
+
 def start(config_home: str | os.PathLike | None = None, timeout_s: float = 15.0) -> Manager:
     """Start a private user manager (and journald if none answers); return it.
 
@@ -168,8 +186,10 @@ def start(config_home: str | os.PathLike | None = None, timeout_s: float = 15.0)
     Raises:
         ToolMissing: no systemd package.
         PermissionDenied: not root, or the cgroup hierarchy is read-only.
-        LabkitError: systemd is PID 1, another manager holds this user's cgroup, or the
-            manager did not answer within ``timeout_s`` (its last words are in the message).
+        BadArgument: ``config_home`` is not a folder that can be made.
+        LabkitError: systemd is PID 1, an earlier manager's processes hold its cgroup, or the
+            manager exited or did not answer within ``timeout_s``; also a SIGTERM/SIGHUP during
+            start-up (everything started is undone first).
     """
     with _locked():
         found = find()
@@ -178,16 +198,21 @@ def start(config_home: str | os.PathLike | None = None, timeout_s: float = 15.0)
         reason = why_cannot_start()
         if reason is not None:
             raise _refusal(reason)
-        return _start(Path(config_home) if config_home else _default_config_home(), timeout_s)
+        return _start(Path(config_home or _default_config_home()).expanduser().resolve(), timeout_s)
 
 
 def stop(timeout_s: float = 15.0) -> bool:
     """Stop the manager labkit started (its services first, as ``systemctl --user exit`` does),
-    the journald it started, and remove its cgroups and folders. False if none was running."""
+    the journald it started, and remove its cgroups and folders. False if none was running.
+
+    Raises:
+        LabkitError: processes in its cgroups would not die (uninterruptible sleep); the record
+            stays, so a later ``stop`` can try again.
+        PermissionDenied: the manager is another user's (root's).
+    """
     with _locked():
-        try:
-            manager = Manager(**json.loads(state_path().read_text()))
-        except (OSError, ValueError, TypeError):
+        manager = _load(state_path())
+        if manager is None:
             return False
         _stop(manager, timeout_s)
         state_path().unlink(missing_ok=True)
@@ -206,50 +231,144 @@ def status() -> dict:
 # --- start --------------------------------------------------------------------------------
 def _start(config_home: Path, timeout_s: float) -> Manager:
     uid = os.geteuid()
-    runtime = _runtime_dir()
-    made: list[str] = [str(runtime)]
-    cgroups = _make_cgroups(uid, made)
-    journald = _share_journald()
-    env = _manager_environment(runtime, config_home)
-    (config_home / "systemd" / "user").mkdir(parents=True, exist_ok=True)
-    log = runtime / "manager.log"
-    marker_made = not MARKER.exists()
+    relative, roots = _cgroup_layout(uid)
+    _refuse_busy_cgroups(relative, roots)  # before touching anything an earlier manager still uses
     try:
-        MARKER.mkdir(parents=True, exist_ok=True)
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([systemd_binary() or "systemd", "--user",
-                                     f"--log-target={'journal' if _journal_answers() else 'null'}"],
-                                    env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, preexec_fn=_join(cgroups))
-        deadline = time.monotonic() + timeout_s
-        while not answers(env, timeout_s=2.0):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                _kill_tree(cgroups)
-                said = log.read_text(errors="replace").strip().splitlines()
-                raise LabkitError(f"systemd --user did not start: "
-                                  f"{said[-1] if said else f'no answer within {timeout_s:g} s'}")
-            time.sleep(_POLL_S)
+        (config_home / "systemd" / "user").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadArgument(f"cannot use {config_home} as the manager's XDG_CONFIG_HOME: {err.strerror}") from err
+    made: list[str] = []
+    cgroups: list[Path] = []
+    proc: subprocess.Popen | None = None
+    journald: int | None = None
+    shared = False
+    try:
+        with _interruptible_as_error():
+            runtime = _runtime_dir()
+            made.append(str(runtime))
+            cgroups = _make_cgroups(relative, roots, made)
+            journald, shared = _share_journald(), True
+            env = _manager_environment(runtime, config_home)
+            log = runtime / "manager.log"
+            with _marker():
+                proc = _launch(env, cgroups, log)
+                manager = Manager(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(),
+                                  runtime_dir=str(runtime), config_home=str(config_home),
+                                  cgroups=[str(c) for c in cgroups], controllers=_controllers(cgroups[0]),
+                                  journald_pid=journald, made=made, started_at=time.time())
+                _write_record(manager)  # from now on `labkit systemd stop` finds it, whatever happens here
+                _wait_until_it_answers(proc, env, log, timeout_s)
+            return manager
     except BaseException:
-        _release_journald()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if proc is not None:
+            proc.wait()
+        _kill_tree(cgroups)
+        if shared:
+            _release_journald()
         _remove_made(cgroups, made)
+        state_path().unlink(missing_ok=True)
         raise
-    finally:
-        if marker_made:
-            with contextlib.suppress(OSError):
-                MARKER.rmdir()
-    manager = Manager(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(), runtime_dir=str(runtime),
-                      config_home=str(config_home), cgroups=[str(c) for c in cgroups],
-                      controllers=_controllers(cgroups[0]), journald_pid=journald, made=made,
-                      started_at=time.time())
+
+
+def _launch(env: dict[str, str], cgroups: list[Path], log: Path) -> subprocess.Popen:
+    """``systemd --user`` in its cgroups: a shell writes its own pid into each cgroup.procs, then
+    execs systemd (no preexec_fn, which is unsafe in a threaded process such as a notebook kernel)."""
+    target = "journal" if _journal_answers() else "null"  # without journald it would log to the console
+    join = 'binary="$1"; shift; for f; do echo $$ > "$f" || exit 97; done; exec "$binary" --user --log-target=' + target
+    argv = ["/bin/sh", "-c", join, "sh", systemd_binary() or "systemd", *(str(c / "cgroup.procs") for c in cgroups)]
+    with open(log, "wb") as out:
+        return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _wait_until_it_answers(proc: subprocess.Popen, env: dict[str, str], log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not answers(env, timeout_s=2.0):
+        code = proc.poll()
+        if code is not None or time.monotonic() > deadline:
+            said = log.read_text(errors="replace").strip().splitlines()
+            why = said[-1] if said else (f"it exited with code {code}" + (" (could not join its cgroup)" if code == 97
+                                                                          else "") if code is not None
+                                         else f"no answer within {timeout_s:g} s")
+            raise LabkitError(f"systemd --user did not start: {why}")
+        time.sleep(_POLL_S)
+
+
+def _write_record(manager: Manager) -> None:
     state_path().parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state_path(), asdict(manager))
-    return manager
+
+
+class _Interrupted(LabkitError):
+    """A SIGTERM or SIGHUP arrived while a manager was starting; what was started is undone."""
+
+
+@contextlib.contextmanager
+def _interruptible_as_error():
+    """Turn SIGTERM and SIGHUP into an exception for the moment of start-up, so the clean-up runs
+    (their default action ends the process at once, leaving the sd_booted() marker behind).
+    Only possible in the main thread; elsewhere the signals keep their handlers."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum, _frame):
+        raise _Interrupted(f"{signal.Signals(signum).name} while the manager was starting: everything it had "
+                           "started was undone")
+
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _marker():
+    """``/run/systemd/system`` for the moment of start-up, under a machine-wide lock (two labkit
+    starts never race over it), with a file naming its owner inside, so a marker left by a labkit
+    process that died meanwhile is recognised and removed by the next start."""
+    with _locked(Path("/run/lock/labkit-systemd-marker.lock")):
+        _remove_stale_marker()
+        made = not MARKER.exists()
+        owner = MARKER / f".labkit-{os.getpid()}"
+        try:
+            MARKER.mkdir(parents=True, exist_ok=True)
+            owner.touch()
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                owner.unlink()
+            if made:
+                with contextlib.suppress(OSError):
+                    MARKER.rmdir()
+
+
+def _remove_stale_marker() -> None:
+    """A marker that holds only owner files of labkit processes that are gone (and no systemd as
+    PID 1) is a leftover of an interrupted start: remove it."""
+    if pid1_is_systemd() or not MARKER.is_dir():
+        return
+    entries = list(MARKER.iterdir())
+    owners = [e for e in entries if e.name.startswith(".labkit-") and e.name[8:].isdigit()]
+    if not owners or len(owners) != len(entries) or any(psutil.pid_exists(int(e.name[8:])) for e in owners):
+        return  # not ours, or its owner still runs
+    for entry in owners:
+        with contextlib.suppress(OSError):
+            entry.unlink()
+    with contextlib.suppress(OSError):
+        MARKER.rmdir()
 
 
 def _runtime_dir() -> Path:
     from labkit.jobs import labkit_home
 
-    runtime = labkit_home() / "systemd" / "runtime"
+    runtime = (labkit_home() / "systemd" / "runtime").expanduser().resolve()
     if len(str(runtime / "systemd" / "private")) > _SOCKET_MAX:
         raise LabkitError(f"the manager's socket path would be too long (over {_SOCKET_MAX} bytes): "
                           f"{runtime}; set LABKIT_HOME to a shorter folder")
@@ -287,26 +406,33 @@ def _mount_of(fstype: str, option: str | None) -> Path | None:
     return None
 
 
-def _make_cgroups(uid: int, made: list[str]) -> list[Path]:
-    """``labkit-ID.slice/user-UID.slice/user@UID.service`` in cgroup2 (and name=systemd), ID from
-    the state file's path, so that managers of different LABKIT_HOMEs coexist while journald still
-    reads the unit names from the path (it skips leading slices, then ``user@UID.service``)."""
+def _cgroup_layout(uid: int) -> tuple[Path, list[Path]]:
+    """``labkit-ID.slice/user-UID.slice/user@UID.service`` and the hierarchies it goes in: cgroup2,
+    and name=systemd on a hybrid machine. ID comes from the state file's path, so that managers of
+    different LABKIT_HOMEs coexist while journald still reads unit names from the path (it skips
+    leading slices, then ``user@UID.service``)."""
     import hashlib
 
     tag = hashlib.sha256(str(state_path().resolve()).encode()).hexdigest()[:10]
     relative = Path(f"labkit-{tag}.slice") / f"user-{uid}.slice" / f"user@{uid}.service"
     unified = cgroup2_mount()
-    assert unified is not None  # start() refused already where none is mounted (why_cannot_start)
-    roots = [unified]
+    if unified is None:
+        raise LabkitError("no cgroup2 hierarchy is mounted (systemd needs one to track services)")
     named = _mount_of("cgroup", "name=systemd")
-    if named is not None:
-        roots.append(named)
+    return relative, [unified] + ([named] if named is not None else [])
+
+
+def _refuse_busy_cgroups(relative: Path, roots: list[Path]) -> None:
+    for root in roots:
+        if (root / relative).is_dir() and _procs_in(root / relative):
+            raise LabkitError(f"processes of an earlier manager are still in {root / relative}; "
+                              "stop them first (`labkit systemd stop` with the same LABKIT_HOME)")
+
+
+def _make_cgroups(relative: Path, roots: list[Path], made: list[str]) -> list[Path]:
     folders = []
     for root in roots:
         folder = root / relative
-        if folder.is_dir() and _procs_in(folder):
-            raise LabkitError(f"processes of an earlier manager are still in {folder}; "
-                              "stop them first (`labkit systemd stop` with the same LABKIT_HOME)")
         for part in (relative.parts[0], Path(*relative.parts[:2]), relative):
             if not (root / part).exists():
                 made.append(str(root / part))
@@ -326,9 +452,11 @@ def _enable_controllers(root: Path, relative: Path) -> None:
     for part in relative.parts:
         try:
             available = (here / "cgroup.controllers").read_text().split()
-            (here / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in available))
         except OSError:
-            pass
+            available = []
+        for controller in available:  # one at a time: one refused must not cost the others
+            with contextlib.suppress(OSError):
+                (here / "cgroup.subtree_control").write_text(f"+{controller}")
         here = here / part
 
 
@@ -339,14 +467,6 @@ def _controllers(folder: Path) -> list[str]:
         return []
 
 
-def _join(cgroups: list[Path]):
-    def preexec() -> None:  # in the child, before exec: writing 0 moves the writer itself
-        for folder in cgroups:
-            with open(folder / "cgroup.procs", "w") as procs:
-                procs.write("0")
-    return preexec
-
-
 def _journal_answers() -> bool:
     # comm is cut to 15 characters ("systemd-journal"); psutil completes it from the command line
     return (JOURNAL_SOCKETS / "stdout").is_socket() and any(
@@ -354,16 +474,18 @@ def _journal_answers() -> bool:
 
 
 JOURNALD_RECORD = Path("/run/labkit/journald.json")  # machine-wide, as journald's sockets are
+JOURNALD_LOCK = Path("/run/lock/labkit-journald.lock")  # never removed: a waiter must lock the same file
 
 
 def _share_journald() -> int | None:
     """The pid of a journald labkit runs for its managers (started now if none answers), with
     this manager counted among its users; None where journald cannot run or is not labkit's."""
-    with _locked(JOURNALD_RECORD.with_suffix(".lock")):
+    me = str(state_path().resolve())
+    with _locked(JOURNALD_LOCK):
         record = _journald_record()
         if record and _same_process(record["pid"], record["create_time"]):
-            record["users"] = sorted({*record["users"], str(state_path())})
-            write_json_atomic(JOURNALD_RECORD, record)
+            record["users"] = sorted({*record["users"], me})
+            _write_journald_record(record)
             return record["pid"]
         binary = next((p for p in ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald")
                        if os.access(p, os.X_OK)), None)
@@ -379,30 +501,36 @@ def _share_journald() -> int | None:
                 proc.wait()
                 return None  # the manager then logs nowhere; its services' output is lost
             time.sleep(_POLL_S)
-        write_json_atomic(JOURNALD_RECORD, {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
-                                            "made": made, "users": [str(state_path())]})
+        # a journald that died leaves its users: they are counted on with the new one
+        users = sorted({me, *(u for u in (record or {}).get("users", []) if _user_alive(Path(u)))})
+        _write_journald_record({"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
+                                "made": made, "users": users})
         return proc.pid
 
 
 def _release_journald() -> None:
     """Count this manager out of the shared journald's users; the last one out stops it and
     removes the folders it made (its sockets and the volatile journal)."""
-    with _locked(JOURNALD_RECORD.with_suffix(".lock")):
+    me = str(state_path().resolve())
+    with _locked(JOURNALD_LOCK):
         record = _journald_record()
         if record is None:
             return
-        me = str(state_path())
-        record["users"] = [user for user in record["users"] if user != me and _manager_alive(Path(user))]
+        record["users"] = [user for user in record["users"] if user != me and _user_alive(Path(user))]
         if record["users"] and _same_process(record["pid"], record["create_time"]):
-            write_json_atomic(JOURNALD_RECORD, record)
+            _write_journald_record(record)
             return
         _end(record["pid"], record["create_time"], 5.0, asked=False)
         for folder in record.get("made", []):
             shutil.rmtree(folder, ignore_errors=True)
         JOURNALD_RECORD.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
-            JOURNALD_RECORD.with_suffix(".lock").unlink()
             JOURNALD_RECORD.parent.rmdir()
+
+
+def _write_journald_record(record: dict) -> None:
+    JOURNALD_RECORD.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(JOURNALD_RECORD, record)
 
 
 def _journald_record() -> dict | None:
@@ -412,22 +540,36 @@ def _journald_record() -> dict | None:
         return None
 
 
-def _manager_alive(path: Path) -> bool:
+def _user_alive(path: Path) -> bool:
+    """A manager counted among journald's users still needs it: it runs, or it is starting (its
+    start holds the lock beside its record)."""
+    manager = _load(path)
+    if manager is not None and manager.alive():
+        return True
     try:
-        return Manager(**json.loads(path.read_text())).alive()
-    except (OSError, ValueError, TypeError):
-        return False
+        with open(path.with_suffix(".lock"), "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True  # a start (or stop) of that manager is under way
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:
+        pass
+    return False
 
 
 # --- stop ---------------------------------------------------------------------------------
 def _stop(manager: Manager, timeout_s: float) -> None:
     cgroups = [Path(c) for c in manager.cgroups]
     if manager.alive():
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(["systemctl", "--user", "exit"], env=manager.environment(), stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, timeout=timeout_s)
         _end(manager.pid, manager.create_time, timeout_s)
-    _kill_tree(cgroups)
+    left = _kill_tree(cgroups)
+    if left:
+        raise LabkitError(f"processes {left[:10]} in the manager's cgroups did not die after SIGKILL (uninterruptible "
+                          "sleep: a device or a network file system); run `labkit systemd stop` again later")
     if manager.journald_pid:
         _release_journald()
     _remove_made(cgroups, list(manager.made))
@@ -439,8 +581,12 @@ def _end(pid: int, create_time: float, timeout_s: float, asked: bool = True) -> 
     steps = ((None, timeout_s),) if asked else ((signal.SIGTERM, timeout_s),)
     for sig, wait_s in (*steps, (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         if sig is not None and _same_process(pid, create_time):
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+            except PermissionError as err:
+                raise PermissionDenied(f"signalling pid {pid}", "it is another user's: stop it as that user") from err
         deadline = time.monotonic() + wait_s
         while _same_process(pid, create_time) and time.monotonic() < deadline:
             time.sleep(_POLL_S)
@@ -470,17 +616,20 @@ def _procs_in(folder: Path) -> list[int]:
     return pids
 
 
-def _kill_tree(cgroups: list[Path]) -> None:
-    """SIGKILL everything in the manager's cgroups until they are empty (5 s at most)."""
+def _kill_tree(cgroups: list[Path]) -> list[int]:
+    """SIGKILL everything in the manager's cgroups until they are empty (5 s at most); the pids
+    still there after that (none, normally)."""
     deadline = time.monotonic() + 5.0
+    pids: list[int] = []
     while time.monotonic() < deadline:
         pids = sorted({pid for folder in cgroups if folder.is_dir() for pid in _procs_in(folder)})
         if not pids:
-            return
+            return []
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(_POLL_S)
+    return pids
 
 
 def _remove_made(cgroups: list[Path], made: list[str]) -> None:

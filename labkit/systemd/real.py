@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Callable
 
 from labkit.errors import BadArgument, LabkitError, ToolMissing
-from labkit.systemd.manager import user_environment
+from labkit.systemd.manager import cgroup2_mount, user_environment
+from labkit.systemd.manager import find as find_manager
 from labkit.systemd.unitfile import UnitFile, split_words
 
 PHASES = ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecStop", "ExecStopPost")
@@ -50,7 +51,8 @@ _STATE = ("ActiveState", "SubState", "Result", "MainPID", "ControlPID", "NRestar
           "ExecMainStatus", "ExecMainPID", "ExecMainStartTimestampMonotonic", "ExecMainExitTimestampMonotonic", "InactiveEnterTimestampMonotonic", "InactiveExitTimestampMonotonic",
           "ControlGroup", "KillSignal", "LoadState")
 _FAST_S, _SLOW_S, _CALM_S = 0.04, 0.15, 2.0  # poll fast for 2 s after any change, then slower
-_RECORD = re.compile(r"\{ (.*?) \}")
+# a record ends with its pid, code and status fields: anchor there, not at the first " }" (argv may hold one)
+_RECORD = re.compile(r"\{ (path=.*? ; pid=\S+ ; code=\S+ ; status=\S+) \}")
 # systemd's own exit codes (systemd.exec(5), "Process exit codes"), named as the runner names them
 _EXEC_NAMES = {200: "CHDIR", 201: "NICE", 202: "FDS", 203: "EXEC", 204: "MEMORY", 205: "LIMITS", 209: "STDOUT",
                210: "CHROOT", 214: "SETSCHEDULER", 216: "GROUP", 217: "USER", 218: "CAPABILITIES", 219: "CGROUP",
@@ -117,6 +119,10 @@ class RealRun:
         self.unit, self._emit = unit, emit
         self.name = unit.name
         self.env = user_environment()
+        found = find_manager()
+        # journald's view of the manager's cgroup: the path below the hierarchy's mount point
+        self.manager_cgroup = "/" + Path(found.cgroups[0]).relative_to(cgroup2_mount() or "/").as_posix() \
+            if found is not None and found.cgroups and cgroup2_mount() else ""
         self.folder = unit_dir()
         self.installed: list[Path] = []
         self.started = time.monotonic()
@@ -133,6 +139,8 @@ class RealRun:
         self._pending_kill: dict | None = None
         self._pending_reason: str | None = None  # "State 'stop-sigterm' timed out. Killing." before its kills
         self._latest = 0.0  # the latest moment an event was placed at
+        self._silent_since = 0.0  # since when `systemctl show` has failed (0: it answers)
+        self._finished_cleanly = False  # the unit ended and its result was read: nothing to stop
 
     # --- events ------------------------------------------------------------------------------
     def emit(self, event: str, at: float | None = None, **fields) -> None:
@@ -160,6 +168,15 @@ class RealRun:
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.folder / self.name
         source = self.unit.path
+        before = self._show(("LoadState", "ActiveState", "FragmentPath"))  # before changing anything
+        if before.get("ActiveState") not in ("inactive", "failed", None, ""):
+            raise BadArgument(f"{self.name} is {before['ActiveState']} on the user manager already: "
+                              f"`systemctl --user stop {self.name}` first")
+        fragment = before.get("FragmentPath", "")
+        if fragment and fragment != str(target) and not (source and os.path.exists(fragment)
+                                                         and os.path.samefile(fragment, source)):
+            raise BadArgument(f"a unit named {self.name} is installed at {fragment}: a copy in {self.folder} "
+                              "would shadow it; rename your file")
         if target.exists() or target.is_symlink():
             if source is None or not target.exists() or not os.path.samefile(target, source):
                 raise BadArgument(f"{target} exists already and is not {source or 'this unit'}: remove it, "
@@ -243,7 +260,7 @@ class RealRun:
 
     @staticmethod
     def _finished(state: dict[str, str]) -> bool:
-        return (state.get("ActiveState") in ("inactive", "failed") and not state.get("Job")
+        return (bool(state) and state.get("ActiveState") in ("inactive", "failed") and not state.get("Job")
                 and state.get("SubState") != "auto-restart")
 
     def _finish(self, state: dict[str, str]) -> str:
@@ -256,6 +273,7 @@ class RealRun:
                    "exec_main_code": _CODE_NAMES.get(state.get("ExecMainCode", ""), state.get("ExecMainCode")),
                    "exec_main_status": int(state.get("ExecMainStatus") or 0)}
         final = "failed" if state.get("ActiveState") == "failed" else "stopped"
+        self._finished_cleanly = True
         self.emit(final, at=at, **summary)
         left = self._leftovers(state)
         if left:  # as the runner does when it ends: said after the unit's own end
@@ -275,7 +293,7 @@ class RealRun:
         """Emit what changed between two readings of ``show``; True if anything did."""
         events: list[tuple[float, str, dict]] = []
         for phase in PHASES:
-            commands = [split_words(v.lstrip("@-:+!")) if v else [] for v in self.unit.get_list("Service", phase)]
+            commands = [_words(v.lstrip("@-:+!")) if v else [] for v in self.unit.get_list("Service", phase)]
             for index, record in enumerate(_records(state.get(phase, ""))):
                 pid = int(record.get("pid") or 0)
                 if not pid:
@@ -303,7 +321,7 @@ class RealRun:
             code = _CODE_NAMES.get(state["ExecMainCode"], "exited")
             status = state.get("ExecMainStatus", "0")
             if code != "exited":
-                status = f"{status}/{signal.Signals(int(status)).name[3:]}" if status.isdigit() else status
+                status = f"{status}/{_signal_name(status)[3:]}" if status.isdigit() else status
             events.append((_monotonic_us(state.get("ExecMainExitTimestampMonotonic")) or time.monotonic(), "exit",
                            {"phase": "ExecStart", "pid": main, **_describe_exit(code, status)}))
         sub = state.get("SubState", "")
@@ -361,8 +379,22 @@ class RealRun:
         return alive
 
     def _show(self, properties: tuple[str, ...]) -> dict[str, str]:
-        done = subprocess.run(["systemctl", "--user", "show", "--timestamp=us+utc", self.name,
-                               "-p", ",".join(properties)], capture_output=True, text=True, timeout=30, env=self.env)
+        """``systemctl --user show``; raises LabkitError once the manager has not answered for 10 s
+        (stopped meanwhile, e.g. `labkit systemd stop` in another terminal)."""
+        try:
+            done = subprocess.run(["systemctl", "--user", "show", "--timestamp=us+utc", self.name,
+                                   "-p", ",".join(properties)], capture_output=True, text=True, timeout=30,
+                                  env=self.env)
+        except subprocess.TimeoutExpired:
+            done = None
+        if done is None or done.returncode != 0:
+            self._silent_since = self._silent_since or time.monotonic()
+            if time.monotonic() - self._silent_since > 10:
+                said = done.stderr.strip().splitlines()[-1:] if done is not None else ["no answer in 30 s"]
+                raise LabkitError(f"the user manager stopped answering while {self.name} ran: "
+                                  f"{said[0] if said else 'systemctl show failed'}")
+            return {}
+        self._silent_since = 0.0
         found: dict[str, str] = {}
         for line in done.stdout.splitlines():
             key, sep, value = line.partition("=")
@@ -372,8 +404,11 @@ class RealRun:
         return found
 
     def _systemctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
-        done = subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True, timeout=60,
-                              env=self.env)
+        try:
+            done = subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True, timeout=60,
+                                  env=self.env)
+        except subprocess.TimeoutExpired as err:
+            raise LabkitError(f"systemctl --user {' '.join(args)} did not answer in 60 s") from err
         if check and done.returncode != 0:
             said = done.stderr.strip().splitlines()
             raise LabkitError(f"systemctl --user {' '.join(args)}: {said[0] if said else done.returncode}")
@@ -409,6 +444,8 @@ class RealRun:
         message = entry.get("MESSAGE")
         if not isinstance(message, str) or entry.get("USER_UNIT") != self.name:
             return  # the service's own output, or another unit's line
+        if self.manager_cgroup and not str(entry.get("_SYSTEMD_CGROUP", "")).startswith(self.manager_cgroup):
+            return  # a unit of the same name on another manager sharing this journald
         self.manager_logs = True
         at = int(entry.get("__REALTIME_TIMESTAMP", 0)) / 1e6 - self.wall_offset
         self.last_line_at = max(self.last_line_at, at)
@@ -453,6 +490,12 @@ class RealRun:
 
     # --- the end -----------------------------------------------------------------------------
     def _clean_up(self) -> None:
+        if self.installed and not self._finished_cleanly:  # an error or Ctrl-C mid-run: never leave it running
+            try:
+                self._systemctl("stop", self.name)
+                self._systemctl("kill", "--signal=SIGKILL", self.name)
+            except LabkitError:
+                pass
         if self._follower is not None:
             self._follower.terminate()
             try:
@@ -461,8 +504,11 @@ class RealRun:
                 self._follower.kill()
                 self._follower.wait()
         if self.installed:
-            self._systemctl("stop", keeper_name(self.name))
-            self._systemctl("reset-failed", self.name)
+            for args in (("stop", keeper_name(self.name)), ("reset-failed", self.name)):
+                try:
+                    self._systemctl(*args)
+                except LabkitError:
+                    pass
         for path in self.installed:
             try:
                 path.unlink()
@@ -486,6 +532,14 @@ def _records(value: str) -> list[dict[str, str]]:
     return records
 
 
+def _words(value: str) -> list[str]:
+    """The words of an Exec line; [] for one systemd skips for bad quoting (it logs and ignores it)."""
+    try:
+        return split_words(value)
+    except BadArgument:
+        return []
+
+
 def _describe_exit(code: str, status: str) -> dict:
     """The runner's fields for a record's ``code=``/``status=``: exited 1 -> code 1; killed 15/TERM -> 143, SIGTERM."""
     number_text, _, name = status.partition("/")
@@ -500,10 +554,15 @@ def _describe_exit(code: str, status: str) -> dict:
 
 
 def _signal_name(value: str | None) -> str:
+    """SIGTERM for "15"; real-time signals by number (SIGRTMIN+1 is 35 here, no Signals member)."""
     try:
-        return signal.Signals(int(value or 15)).name
+        number = int(value or 15)
     except ValueError:
         return "SIGTERM"
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIGRTMIN+{number - signal.SIGRTMIN}" if signal.SIGRTMIN <= number <= signal.SIGRTMAX else f"SIG{number}"
 
 
 def _monotonic_us(value: str | None) -> float | None:
