@@ -109,12 +109,14 @@ def metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
-def wait_for(condition, timeout_s: float = 20.0, what: str = "condition") -> None:
+def wait_for(condition, timeout_s: float = 20.0, what: str = "condition"):
+    """Poll ``condition()`` until it returns something true, and return that; AssertionError after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while not (found := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.02)
+    return found
 
 
 def wait_for_step(run_dir: Path, step: int, timeout_s: float = 20.0) -> None:

@@ -13,11 +13,12 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from conftest import wait_for
 
 from labkit.systemd import manager
 from labkit.systemd.lint import has_errors, lint_file, lint_unit, systemd_analyze_verify
@@ -326,15 +327,6 @@ def test_the_command_exits_1_on_errors_0_on_warnings_and_prints_json(tmp_path):
 def systemctl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True, timeout=30,
                           env=manager.user_environment())
-
-
-def wait_for(condition, timeout_s: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while not (found := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-    return found
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+
+from conftest import wait_for
 
 from labkit.errors import LabkitError, PermissionDenied, ToolMissing
 from labkit.systemd import manager
@@ -31,15 +32,6 @@ def labkit(*args: str, env: dict | None = None, **kwargs) -> subprocess.Complete
 
 def systemctl(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True, timeout=30, env=env)
-
-
-def wait_for(condition, timeout_s: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while not (found := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-    return found
 
 
 @pytest.fixture
