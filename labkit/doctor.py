@@ -180,8 +180,11 @@ def _systemd_pid1() -> Capability:
     comm = _read(f"{_PROC}/1/comm")
     if comm is None:
         return Capability("systemd-pid1", False, f"cannot read {_PROC}/1/comm (not Linux?)", _NO_SYSTEMD_HINT, "kernel")
-    # /run/systemd/system is what sd_booted() tests; comm alone may say "init" on some distributions
-    ok = comm == "systemd" or os.path.isdir("/run/systemd/system")
+    # /proc/1/exe, then comm ("init" where systemd runs as /sbin/init); not /run/systemd/system, which
+    # `labkit systemd start` creates for a moment (labkit.systemd.manager.pid1_is_systemd)
+    from labkit.systemd.manager import pid1_is_systemd
+
+    ok = comm == "systemd" or (_PROC == "/proc" and pid1_is_systemd())
     why = "" if ok else " (usual in containers, and in WSL without systemd=true)"
     return Capability("systemd-pid1", ok, f"PID 1 is {comm}{why}", "" if ok else _NO_SYSTEMD_HINT, "kernel")
 

@@ -168,8 +168,14 @@ def why_cannot_start() -> str | None:
 
 
 def pid1_is_systemd() -> bool:
-    """Whether systemd runs as PID 1, from /proc/1/comm (not from the sd_booted() marker, which a
-    labkit start creates for a moment); the marker where /proc/1/comm cannot be read."""
+    """Whether systemd runs as PID 1, from /proc/1/exe or /proc/1/comm (not from the sd_booted()
+    marker, which a labkit start creates for a moment; comm says "init" where systemd was started
+    as /sbin/init); the marker only where neither can be read."""
+    try:
+        if os.path.basename(os.readlink("/proc/1/exe")) == "systemd":
+            return True
+    except OSError:
+        pass
     try:
         return Path("/proc/1/comm").read_text().strip() == "systemd"
     except OSError:
