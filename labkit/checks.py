@@ -24,7 +24,7 @@ from labkit.errors import LabkitError
 from labkit.signals import explain_exit_code, parse_signal, shell_exit_code
 
 
-class CheckFailed(AssertionError):
+class CheckFailed(LabkitError, AssertionError):
     """A check on live state failed; the message says what was seen and what to try."""
 
     def __init__(self, seen: str, hint: str = "") -> None:

@@ -32,3 +32,36 @@ def test_errors_also_fit_the_builtin_hierarchy():
     assert isinstance(errors.JobTimeout("x"), TimeoutError)
     assert isinstance(errors.PermissionDenied("x"), PermissionError)
     assert issubclass(errors.ProtectedProcess, errors.NotOurProcess)
+
+
+# Exceptions that stay outside LabkitError on purpose, and why.
+OUTSIDE_THE_TREE = {
+    "labkit.course._judge.CellTimeout": "a BaseException, so the learner's `except Exception` cannot swallow a timeout",
+    "labkit.course._sandbox._Stop": "the sandbox runs by path, standard library only, before labkit is importable",
+    "labkit.course._wire.StudentError": "the learner's own error, carried into the judge: not labkit's",
+}
+
+
+def test_every_exception_labkit_defines_is_a_labkit_error_and_timeouts_are_timeout_errors():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import labkit
+    from labkit.errors import LabkitError
+
+    outside, not_timeout = [], []
+    for info in pkgutil.walk_packages(labkit.__path__, "labkit."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if not (inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == module.__name__):
+                continue
+            qualified = f"{module.__name__}.{name}"
+            if not issubclass(obj, LabkitError) and qualified not in OUTSIDE_THE_TREE:
+                outside.append(qualified)
+            if "Timeout" in name and issubclass(obj, LabkitError) and not issubclass(obj, TimeoutError):
+                not_timeout.append(qualified)
+    assert outside == [], f"exceptions outside the LabkitError tree: {outside}"
+    assert not_timeout == [], f"timeouts that are not TimeoutError: {not_timeout}"

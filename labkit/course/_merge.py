@@ -74,7 +74,7 @@ def submissions_from(paths: Iterable[str | os.PathLike[str]],
     return found
 
 
-class InvalidSubmission(ValueError):
+class InvalidSubmission(BadArgument):
     """The submitted file is not a notebook the grader can read; the message says why."""
 
 

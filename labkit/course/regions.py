@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from labkit.errors import BadArgument
+
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
 BEGIN_HIDDEN_TESTS = "### BEGIN HIDDEN TESTS"
@@ -26,7 +28,7 @@ _MARKERS = {BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN_TESTS, END_HIDDEN_TESTS}
 _NEAR_MISS = re.compile(r"^\s*#*\s*(BEGIN|END)\s+(SOLUTION|HIDDEN\s+TESTS)\b", re.IGNORECASE)
 
 
-class RegionError(ValueError):
+class RegionError(BadArgument):
     """A marker problem inside one cell; the caller adds which notebook and cell."""
 
     def __init__(self, line: int, problem: str) -> None:

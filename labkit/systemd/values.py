@@ -17,6 +17,8 @@ from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Callable
 from zoneinfo import ZoneInfo
 
+from labkit.errors import BadArgument
+
 __all__ = ["InvalidValue", "parse_timespan", "format_timespan", "parse_size", "parse_memory_limit",
            "parse_percent", "parse_bool", "parse_nice", "parse_exit_statuses", "CalendarSpec"]
 
@@ -27,11 +29,11 @@ _INT_MAX = 2**31 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-class InvalidValue(ValueError):
+class InvalidValue(BadArgument):
     """A unit file value systemd would reject; str(err) says why in one line."""
 
     def __init__(self, value: str, reason: str) -> None:
-        super().__init__(value, reason)
+        super().__init__(reason)
         self.value, self.reason = value, reason
 
     def __str__(self) -> str:

@@ -21,12 +21,13 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from labkit._prctl import set_parent_death_signal
+from labkit.errors import LabkitError
 from labkit.trainer.model import make_batch, make_dataset
 
 WORKER_SIGNALS_IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-class WorkerDied(RuntimeError):
+class WorkerDied(LabkitError, RuntimeError):
     """A data-loader worker exited while the trainer still needed it."""
 
 
