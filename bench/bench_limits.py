@@ -14,7 +14,8 @@ gave at that moment, the ceiling any limited figure was measured under (2 CPUs, 
 
 Cost: labkit's Throttle run directly on a busy loop at 30 % for 5 s: its thread's own CPU time
 (``own_cpu_seconds``) over wall time, % of one core. Target < 1 %. For comparison, in the same rounds,
-the CPU of the cpulimit process that labkit starts (``cpulimit -p PID -l 30 -m -z``) on a busy loop
+the CPU of the cpulimit process that labkit starts (``cpulimit -p PID -l 30 -z``: one process; labkit
+hands a process tree to its throttle) on a busy loop
 for as long, read from /proc/PID/task/*/schedstat (ns; its use is below psutil's 10 ms ticks).
 Median of REPS rounds.
 

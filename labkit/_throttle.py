@@ -33,6 +33,7 @@ import time
 import weakref
 from typing import NamedTuple
 
+from labkit._linux import tree
 from labkit.errors import BadArgument
 from labkit.signals import protected_pids
 
@@ -56,18 +57,11 @@ class _Stat(NamedTuple):
 def _read_stat(pid: int) -> _Stat | None:
     """``/proc/PID/stat`` in short, or None if the process is gone."""
     try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-    except (FileNotFoundError, ProcessLookupError):
+        fields = tree.read_stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError):  # gone, or exited between open and read
         return None
-    try:
-        data = os.read(fd, 4096)
-    except ProcessLookupError:  # exited between open and read
-        return None
-    finally:
-        os.close(fd)
-    # comm (field 2) may hold spaces and parentheses; the fields after its last ')' may not
-    fields = data[data.rindex(b")") + 2:].split()
-    return _Stat(int(fields[1]), fields[0], int(fields[11]) + int(fields[12]), int(fields[19]))
+    return _Stat(int(fields[tree.PPID]), fields[tree.STATE], int(fields[tree.UTIME]) + int(fields[tree.STIME]),
+                 int(fields[tree.STARTTIME]))
 
 
 def _alive(stat: _Stat | None, start: int) -> bool:
@@ -104,7 +98,7 @@ class _Tree:
             return self.members
         candidates = set(self.members)
         if relist or not self.members:
-            listed = set(os.listdir("/proc"))
+            listed = set(tree.pid_names())
             candidates.update(int(name) for name in listed - self.listed if name.isdigit())
             self.listed = listed
         candidates.discard(self.root)

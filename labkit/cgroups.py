@@ -22,6 +22,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labkit._linux import cgroup as _cgroup
+from labkit._linux.tree import path as _proc_path
+
 
 @dataclass
 class CgroupSet:
@@ -104,35 +107,11 @@ class CgroupSet:
 
 
 def own_folders(wanted: tuple[str, ...]) -> dict[str, Path]:
-    """Where this process's own cgroup is, in each writable hierarchy of ``wanted`` (v1 names) and v2."""
-    try:
-        own = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
-        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return {}
-    paths = {}
-    for number, controllers, path in own:
-        if number == "0" and not controllers:
-            paths["v2"] = path
-        for controller in controllers.split(","):
-            if controller in wanted:
-                paths[controller] = path
-    found = {}
-    for line in mounts:
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
-            continue
-        root, mount_point = fields[3], fields[4]
-        names = ["v2"] if tail[0] == "cgroup2" else [o for o in tail[2].split(",") if o in wanted]
-        for hierarchy in names:
-            own_path = paths.get(hierarchy)
-            if own_path is None or not (own_path + "/").startswith(root.rstrip("/") + "/"):
-                continue  # our cgroup is not visible under this mount
-            folder = Path(mount_point) / own_path[len(root.rstrip("/")):].lstrip("/")
-            if os.access(folder, os.W_OK):
-                found[hierarchy] = folder
-    return found
+    """Where this process's own cgroup is, in each writable hierarchy of ``wanted`` (v1 names) and v2.
+
+    The layout is the kernel layer's one reading (:func:`labkit._linux.cgroup.layout`), the one
+    ``labkit doctor`` and ``labkit limit`` use."""
+    return {name: Path(folder) for name, folder in _cgroup.writable_folders(_cgroup.layout(), wanted).items()}
 
 
 def remove_stale(folder: Path, prefix: str) -> None:
@@ -143,7 +122,7 @@ def remove_stale(folder: Path, prefix: str) -> None:
         return
     for entry in entries:
         owner = entry.name[len(prefix):].split("-", 1)[0]
-        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+        if owner.isdigit() and not os.path.exists(_proc_path(owner)):
             discard(Path(entry.path))
 
 

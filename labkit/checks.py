@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from labkit import _linux
 from labkit import checkpoint as ckpt
 from labkit.errors import LabkitError
 from labkit.signals import explain_exit_code, parse_signal, shell_exit_code
@@ -101,11 +102,9 @@ def expect_state(target, state: str) -> str:
 def signal_disposition(pid: int, sig: str | int) -> str:
     """How ``pid`` treats ``sig``: 'ignored', 'caught' (a handler), 'blocked' or 'default'."""
     number = int(parse_signal(sig))
-    try:
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                      if ":" in line)
-    except FileNotFoundError:
-        raise CheckFailed(f"pid {pid} does not exist") from None
+    fields = _linux.read_status(pid)
+    if not fields:
+        raise CheckFailed(f"pid {pid} does not exist")
     bit = 1 << (number - 1)
     for key, name in (("SigIgn", "ignored"), ("SigCgt", "caught"), ("SigBlk", "blocked")):
         if int(fields[key].strip(), 16) & bit:

@@ -26,7 +26,6 @@ permitted; where they are not, the report says so and the verdict rests on /proc
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import signal
@@ -38,6 +37,7 @@ from pathlib import Path
 import psutil
 
 from labkit import _linux
+from labkit._linux import proc as _proc, tree as _tree
 
 VERDICTS = ("cpu-bound", "blocked-io", "lock-wait", "idle-sleep", "stopped", "frozen", "zombie", "gone", "undetermined",
             "progressing", "hung")
@@ -112,8 +112,8 @@ class Diagnosis:
 
 def diagnose(pid: int, sample_s: float = 2.0, use_tools: bool = True) -> Diagnosis:
     """Watch ``pid`` for ``sample_s`` seconds and diagnose it (never raises for a missing pid)."""
-    if not Path(f"/proc/{pid}").exists():
-        return Diagnosis(pid, "gone", evidence=[f"no process has pid {pid}: /proc/{pid} does not exist (it "
+    if not _proc.exists(pid):
+        return Diagnosis(pid, "gone", evidence=[f"no process has pid {pid}: {_linux.path(pid)} does not exist (it "
                                                  "exited and was reaped, or never existed)"],
                          next_steps=["check the pid (ps aux | grep NAME) or your pid file: it may be stale",
                                      "look for how it ended: its log, `journalctl`, `dmesg` for an OOM kill"])
@@ -173,7 +173,7 @@ class _Sampler:
             pass
         if first_step is not None:
             self.trainer_steps = (first_step, _trainer_step(self.command) or first_step)
-        self.status = _status(self.pid)
+        self.status = _linux.read_status(self.pid)
         return self
 
     def _sample(self) -> bool:
@@ -399,7 +399,7 @@ def _note_hidden(d: Diagnosis, s: _Sampler) -> None:
     d.confidence = "low"
     why = _ptrace_denied_reason()
     for what in sorted(s.hidden):
-        d.missing.append(f"/proc/{d.pid}/{what}: hidden by the kernel ({why})")
+        d.missing.append(f"{_linux.path(d.pid, what)}: hidden by the kernel ({why})")
 
 
 def _ptrace_denied_reason() -> str:
@@ -417,7 +417,7 @@ def _zombie_children(pid: int) -> list[int]:
 
 def _fd_target(pid: int, fd: int) -> str:
     try:
-        return os.readlink(f"/proc/{pid}/fd/{fd}")
+        return _proc.fd_target(pid, fd)
     except OSError:
         return ""
 
@@ -462,16 +462,15 @@ def _add_files(d: Diagnosis, pid: int) -> None:
 def _describe_fd(pid: int, fd: int) -> str:
     """What fd N of pid is, and for a pipe, whether anyone can write to it (or read from it)."""
     try:
-        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        target = _proc.fd_target(pid, fd)
     except OSError:
         return f"fd {fd} is not open any more"
     if target.startswith("pipe:"):
         others = _other_ends(pid, target)
-        own = [int(entry.name) for entry in Path(f"/proc/{pid}/fd").iterdir()
-               if entry.name != str(fd) and _link(entry) == target]
+        own = [other for other, link in _fd_targets(pid).items() if other != fd and link == target]
         if own and not others:
             return (f"fd {fd} is a pipe ({target}) whose only other end is its own fd {own[0]}: it waits for itself, "
-                    f"forever; writing to /proc/{pid}/fd/{fd} from outside would wake it")
+                    f"forever; writing to {_linux.path(pid, 'fd', fd)} from outside would wake it")
         if not others:
             return f"fd {fd} is a pipe/FIFO ({target}) and no other process has it open: nobody will ever write"
         return f"fd {fd} is a pipe/FIFO ({target}); also open in " + ", ".join(
@@ -482,24 +481,14 @@ def _describe_fd(pid: int, fd: int) -> str:
 
 
 def _other_ends(pid: int, target: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == pid:
-            continue
-        try:
-            fds = list((entry / "fd").iterdir())
-        except OSError:
-            continue
-        if any(_link(fd) == target for fd in fds):
-            found.append(int(entry.name))
-    return found
+    return [other for other in _tree.pids() if other != pid and target in _fd_targets(other).values()]
 
 
-def _link(path: Path) -> str:
+def _fd_targets(pid: int) -> dict[int, str]:
     try:
-        return os.readlink(path)
-    except OSError:  # closed meanwhile (our own directory listing's fd, for one)
-        return ""
+        return _proc.fd_targets(pid)
+    except OSError:
+        return {}
 
 
 def _run_tools(d: Diagnosis, pid: int, samples: _Sampler) -> None:
@@ -574,16 +563,9 @@ def _run_dir(command: str) -> Path | None:
     return Path(match.group(1)) if match else None
 
 
-def _status(pid: int) -> dict[str, str]:
-    try:
-        return dict(line.split(":\t", 1) for line in _read(f"/proc/{pid}/status").splitlines() if ":\t" in line)
-    except OSError:
-        return {}
-
-
 def _tids(pid: int) -> list[int]:
     try:
-        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        return _proc.tids(pid)
     except OSError:
         return []
 
@@ -593,18 +575,6 @@ def _name(pid: str | int) -> str:
         return psutil.Process(int(pid)).name()
     except (psutil.Error, ValueError):
         return "?"
-
-
-def _read(path: str) -> str:
-    with open(path) as handle:
-        return handle.read()
-
-
-def _read_quiet(path: str) -> str:
-    try:
-        return _read(path).strip()
-    except OSError:
-        return ""
 
 
 def add_arguments(parser) -> None:

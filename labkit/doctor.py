@@ -17,14 +17,15 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from labkit._linux import cgroup as _cgroup
+from labkit._linux.proc import PROC
+
 __all__ = ["Capability", "Report", "check", "main", "find_tool", "TOOL_NAMES", "CAPABILITY_NAMES"]
 
-_PROC = "/proc"  # tests point this at an empty folder to play a machine without /proc (macOS)
-_PROBE_PREFIX = "labkit-doctor-"
+_PROC = PROC  # "/proc"; tests point this at an empty folder to play a machine without /proc (macOS)
 
 # tool -> (arguments that print its version cheaply, hint when it is missing)
 _TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -53,10 +54,6 @@ _CGROUP_HINTS = {
     "memory": "lesson 04 limits memory with RLIMIT_AS (prlimit) instead: MemoryError in the trainer, no OOM kill",
     "cpu": "lesson 04 throttles CPU with cpulimit-style SIGSTOP/SIGCONT instead of a CPU quota",
 }
-_V1_FILES = {"memory": "memory.limit_in_bytes", "cpu": "cpu.cfs_quota_us"}
-_V2_FILES = {"memory": "memory.max", "cpu": "cpu.max"}
-_V1_CONTROLLERS = {"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory",
-                   "misc", "net_cls", "net_prio", "perf_event", "pids", "rdma"}
 # finds "3.3a" in "tmux 3.3a", "13.1" in "GNU gdb (Debian 13.1-3) 13.1", "252" in "systemd 252 (252.38-1)"
 _VERSION_RE = re.compile(r"(?<![A-Za-z0-9.])\d+(?:\.\d+)*[a-z]?(?![\w.])")  # "OpenSSH_9.2" -> 9.2
 
@@ -184,7 +181,7 @@ def _systemd_pid1() -> Capability:
     # `labkit systemd start` creates for a moment (labkit.systemd.manager.pid1_is_systemd)
     from labkit.systemd.manager import pid1_is_systemd
 
-    ok = comm == "systemd" or (_PROC == "/proc" and pid1_is_systemd())
+    ok = comm == "systemd" or (_PROC == PROC and pid1_is_systemd())
     why = "" if ok else " (usual in containers, and in WSL without systemd=true)"
     return Capability("systemd-pid1", ok, f"PID 1 is {comm}{why}", "" if ok else _NO_SYSTEMD_HINT, "kernel")
 
@@ -212,89 +209,24 @@ def _systemctl_user(timeout_s: float) -> Capability:
     return Capability("systemctl-user", False, why, hint, "tool")
 
 
-def _cgroup_layout(mountinfo: str | None = None, self_cgroup: str | None = None
-                   ) -> tuple[str, str | None, dict[str, str]]:
-    """Return (version, our v2 folder or None, {v1 controller: our folder}).
-
-    Reads /proc/self/mountinfo and /proc/self/cgroup unless given their text. version is "v2"
-    (unified only), "hybrid" (v1 controllers plus a v2 mount), "v1" or "none".
-    """
-    mountinfo = _read(f"{_PROC}/self/mountinfo") or "" if mountinfo is None else mountinfo
-    self_cgroup = _read(f"{_PROC}/self/cgroup") or "" if self_cgroup is None else self_cgroup
-    paths: dict[str, str] = {}  # controller -> our path in its hierarchy; "" is the v2 hierarchy
-    for parts in (line.split(":", 2) for line in self_cgroup.splitlines()):
-        if len(parts) == 3:
-            paths.update(dict.fromkeys(parts[1].split(","), parts[2]))  # "0::/x" gives key ""
-    v2_dir: str | None = None
-    v1_dirs: dict[str, str] = {}
-    for line in mountinfo.splitlines():  # see proc(5); v1 controllers are among the super options
-        left, _, right = line.partition(" - ")
-        a, b = left.split(), right.split()
-        if len(a) < 6 or len(b) < 3 or b[0] not in ("cgroup", "cgroup2"):
-            continue
-        point, root = (re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), x) for x in (a[4], a[3]))
-        root = root.rstrip("/")
-        for ctrl in [""] if b[0] == "cgroup2" else sorted(set(b[2].split(",")) & _V1_CONTROLLERS):
-            # Without a cgroup namespace a container sees the host path (/docker/<id>) in
-            # /proc/self/cgroup but only its own subtree under the mount: strip the mount's root.
-            path = paths.get(ctrl, "/")
-            if root and (path == root or path.startswith(root + "/")):
-                path = path[len(root):]
-            own = os.path.normpath(os.path.join(point, path.lstrip("/")))
-            if ctrl:
-                v1_dirs.setdefault(ctrl, own)
-            elif v2_dir is None:
-                v2_dir = own
-    has_v2 = v2_dir is not None
-    return "hybrid" if v1_dirs and has_v2 else "v1" if v1_dirs else "v2" if has_v2 else "none", v2_dir, v1_dirs
-
-
-def _v2_offered(v2_dir: str) -> list[str]:
-    return (_read(os.path.join(v2_dir, "cgroup.controllers")) or "").split()
-
-
-def _probe_child(parent: str, needed: str) -> tuple[bool, str]:
-    """Create and remove a uniquely named child cgroup of *parent*; is *needed* writable in it?"""
-    child = os.path.join(parent, f"{_PROBE_PREFIX}{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        os.mkdir(child)
-    except OSError as exc:
-        return False, f"cannot create a child of {parent}: {exc.strerror}"
-    ok = os.access(os.path.join(child, needed), os.W_OK)  # returns False rather than raising
-    try:
-        os.rmdir(child)  # a cgroup without processes or children goes, control files and all
-    except OSError as exc:
-        return False, f"made {child} but could not remove it ({exc.strerror}); please rmdir it"
-    return ok, f"children of {parent} get {'a' if ok else 'no'} writable {needed}"
+def _cgroup_layout(mountinfo: str | None = None, self_cgroup: str | None = None) -> _cgroup.Layout:
+    """Return (version, our v2 folder or None, {v1 controller: our folder}): the kernel layer's reading,
+    the same one ``labkit limit`` uses. Reads /proc/self/mountinfo and /proc/self/cgroup unless given."""
+    if mountinfo is None and self_cgroup is None:
+        return _cgroup.layout(_PROC)
+    return _cgroup.parse_layout(mountinfo or "", self_cgroup or "")
 
 
 def _cgroup_controller(ctrl: str) -> Capability:
-    _, v2_dir, v1_dirs = _cgroup_layout()
-    name, reasons = f"cgroup-{ctrl}", []
-    if v2_dir is not None:
-        if ctrl in (offered := _v2_offered(v2_dir)):
-            ok, why = _probe_child(v2_dir, _V2_FILES[ctrl])
-            if ok:
-                return Capability(name, True, f"v2: {why}", "", "kernel")
-            # children get the controller only if it is in our cgroup.subtree_control; a probe won't change that
-            reasons.append(f"v2: {why} (is {ctrl} in cgroup.subtree_control?)")
-        else:
-            reasons.append(f"v2: {v2_dir} offers only {', '.join(offered) or 'no controllers'}")
-    if ctrl in v1_dirs:
-        ok, why = _probe_child(v1_dirs[ctrl], _V1_FILES[ctrl])
-        if ok:
-            return Capability(name, True, f"v1: {why}", "", "kernel")
-        reasons.append(f"v1: {why}")
-    else:
-        reasons.append(f"v1: no {ctrl} hierarchy mounted")
-    return Capability(name, False, "; ".join(reasons), _CGROUP_HINTS[ctrl], "kernel")
+    verdict = _cgroup.controller(ctrl, _cgroup_layout())
+    return Capability(f"cgroup-{ctrl}", verdict.ok, verdict.detail, "" if verdict.ok else _CGROUP_HINTS[ctrl], "kernel")
 
 
 def _cgroup_summary() -> Capability:
     version, v2_dir, v1_dirs = _cgroup_layout()
     parts = [f"v1 controllers: {','.join(sorted(v1_dirs))}"] if v1_dirs else []
     if v2_dir is not None:
-        parts.append(f"v2 at {v2_dir} offers: {','.join(_v2_offered(v2_dir)) or 'nothing'}")
+        parts.append(f"v2 at {v2_dir} offers: {','.join(_cgroup.offered(v2_dir)) or 'nothing'}")
     hint = "" if version != "none" else "no cgroup filesystem (not Linux?); lesson 04 uses rlimits and throttling"
     detail = f"{version}: {'; '.join(parts)}" if parts else version
     return Capability("cgroup", version != "none", detail, hint, "kernel")
@@ -396,8 +328,9 @@ def _grading_sandbox() -> Capability:
         user = f"user {DEFAULT_USER} (uid {pwd.getpwnam(DEFAULT_USER).pw_uid})"
     except KeyError:
         user = f"user {DEFAULT_USER} (created by the first `labkit grade`)"
-    freezer = "cgroup freezer" if any(os.access(path, os.W_OK) for path in
-                                      ("/sys/fs/cgroup/freezer", "/sys/fs/cgroup/cgroup.procs")) else "no cgroup freezer"
+    from labkit._linux.cgroup import freezer_writable
+
+    freezer = "cgroup freezer" if freezer_writable() else "no cgroup freezer"
     return Capability("grading-sandbox", True, f"judge, {user}, PID and mount namespaces, {freezer}", "", "kernel")
 
 

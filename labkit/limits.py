@@ -10,8 +10,11 @@ scope          ``systemd-run --user --scope``: systemd makes the cgroup (needs a
                ``auto`` uses it where no cgroup of our own is writable).
 rlimit         ``RLIMIT_AS`` (prlimit/ulimit -v): per process; allocations beyond it *fail*,
                so Python raises MemoryError instead of being killed. No CPU share limit exists.
-throttle       SIGSTOP/SIGCONT duty cycling of the tree (:mod:`labkit._throttle`), what
-               ``cpulimit`` does; ``cpulimit`` itself when asked for (``--mechanism cpulimit``).
+throttle       SIGSTOP/SIGCONT duty cycling of the whole tree (:mod:`labkit._throttle`).
+cpulimit       the ``cpulimit`` tool (``--mechanism cpulimit``): the same SIGSTOP/SIGCONT, but per
+               process (``-m`` gives each child its own quota), so it holds one process: a
+               process with children is refused (``--pid``), and when a launched command
+               starts children the throttle takes over the tree, said on stderr.
 =============  ===========================================================================
 
 ``nice``, CPU affinity and other rlimits need no choice: setpriority(2),
@@ -30,12 +33,19 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labkit import cgroups
+from labkit._linux import cgroup as _cgroup
+from labkit._linux.tree import path as _proc_path
 from labkit.errors import BadArgument, LabkitError, PermissionDenied
+
+if TYPE_CHECKING:
+    from labkit._throttle import Throttle
 
 MECHANISMS = ("auto", "cgroup", "scope", "rlimit", "throttle", "cpulimit")
 RLIMITS = {"nofile": resource.RLIMIT_NOFILE, "as": resource.RLIMIT_AS, "nproc": resource.RLIMIT_NPROC,
@@ -92,40 +102,40 @@ class Applied:
 
 
 def cgroup_version() -> str:
-    """'v2', 'v1', 'hybrid' (both mounted) or 'none', from /proc/self/mountinfo."""
-    try:
-        kinds = {line.split(" - ", 1)[1].split()[0] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-                 if " - cgroup" in line}
-    except (OSError, IndexError):
-        return "none"
-    return {frozenset({"cgroup2"}): "v2", frozenset({"cgroup"}): "v1"}.get(frozenset(kinds),
-                                                                              "hybrid" if kinds else "none")
+    """'v2', 'v1', 'hybrid' (v1 controllers and a v2 mount) or 'none': the kernel layer's reading of
+    /proc/self/mountinfo and /proc/self/cgroup, the same one ``labkit doctor`` reports."""
+    return _cgroup.layout().version
+
+
+def _controllers() -> dict[str, _cgroup.Controller]:
+    """The cpu and memory verdicts (a real child cgroup made and removed), as doctor gives them."""
+    found = _cgroup.layout()
+    return {ctrl: _cgroup.controller(ctrl, found) for ctrl in ("cpu", "memory")}
 
 
 def available() -> dict[str, str | None]:
     """For each mechanism, None if usable here, else why not (one line)."""
-    folders = cgroups.own_folders(("cpu", "memory"))
-    v2_controllers = _v2_controllers(folders.get("v2"))
+    verdicts = _controllers()
     found: dict[str, str | None] = {}
-    cpu_ok = "cpu" in folders or "cpu" in v2_controllers
-    memory_ok = "memory" in folders or "memory" in v2_controllers
-    found["cgroup-cpu"] = None if cpu_ok else "no writable cgroup with the cpu controller (see `labkit doctor`)"
-    found["cgroup-memory"] = None if memory_ok else "no writable cgroup with the memory controller"
+    for ctrl, verdict in verdicts.items():
+        found[f"cgroup-{ctrl}"] = None if verdict.ok else f"no cgroup of ours gets a writable {ctrl} limit: " \
+            f"{verdict.detail} (see `labkit doctor`)"
     from labkit.systemd.real import why_unavailable as no_user_manager
 
     found["scope"] = no_user_manager()
     found["rlimit"] = None
-    found["throttle"] = None if Path("/proc/self/stat").exists() else "needs /proc (Linux)"
+    found["throttle"] = None if os.path.exists(_proc_path("self", "stat")) else "needs /proc (Linux)"
     found["cpulimit"] = None if shutil.which("cpulimit") else "cpulimit is not installed (apt install cpulimit)"
-    return found
+    return {name: found[name] for name in ("cgroup-cpu", "cgroup-memory", "scope", "rlimit", "throttle", "cpulimit")}
 
 
 class LimitedProcess:
     """A command started under limits; ``wait()`` cleans up and explains how it ended."""
 
     def __init__(self, popen: subprocess.Popen, applied: list[Applied], group: cgroups.CgroupSet | None,
-                 helpers: list) -> None:
+                 helpers: list, memory_by_scope: bool = False) -> None:
         self.popen, self.applied, self._group, self._helpers = popen, applied, group, helpers
+        self._memory_by_scope = memory_by_scope
         self.pid = popen.pid
         self._oom_before = group.oom_kills() if group else 0
         self.returncode: int | None = None
@@ -137,8 +147,10 @@ class LimitedProcess:
             return self.returncode  # asked again: the cgroup (and its OOM counter) is gone by now
         code = self.popen.wait(timeout=timeout_s)
         self.returncode = 128 - code if code < 0 else code
+        # Our own cgroup: its OOM counter (memory.events oom_kill, v1 memory.oom_control) says. A scope's
+        # cgroup is systemd's, removed with its counters once empty: SIGKILL under its MemoryMax= is the sign.
         self.oom_killed = (self._group is not None and self._group.oom_kills() > self._oom_before) or \
-            (self.returncode == 137 and any("scope (MemoryMax" in a.mechanism for a in self.applied))
+            (self.returncode == 137 and self._memory_by_scope)
         self.close()
         return self.returncode
 
@@ -206,8 +218,8 @@ def run_limited(command: list[str], spec: LimitSpec, **popen_kwargs) -> LimitedP
         if group:
             group.remove()
         raise
-    helpers = _start_cpu_helper(popen.pid, spec, plan)
-    return LimitedProcess(popen, applied, group, helpers)
+    helpers = _start_cpu_helper(popen.pid, spec, plan, applied)
+    return LimitedProcess(popen, applied, group, helpers, memory_by_scope=plan.get("memory") == "scope")
 
 
 def _plan(spec: LimitSpec) -> dict[str, str]:
@@ -240,21 +252,23 @@ def _pick(what: str, wanted: str, can: dict, cgroup: str, fallback: str, refused
 
 
 def _make_cgroup(spec: LimitSpec, plan: dict[str, str]) -> cgroups.CgroupSet:
-    folders = cgroups.own_folders(("cpu", "memory"))
+    """A child cgroup in each hierarchy the shared verdict chose for a planned cgroup limit."""
+    verdicts = _controllers()
     group = cgroups.CgroupSet()
     name = f"{PREFIX}{os.getpid()}-{time.monotonic_ns() % 10**9}"
-    for hierarchy, parent in folders.items():
-        if hierarchy == "v2" and not (set(_v2_controllers(parent)) & {"cpu", "memory"}):
+    for ctrl, verdict in verdicts.items():
+        if plan.get(ctrl) != f"cgroup-{ctrl}" or verdict.hierarchy is None:
             continue
-        if hierarchy in ("cpu", "memory") and not any(m == f"cgroup-{hierarchy}" for m in plan.values()):
-            continue
+        if verdict.hierarchy in group.folders or verdict.folder is None:
+            continue  # v2: one child holds both limits
+        parent = Path(verdict.folder)
         cgroups.remove_stale(parent, PREFIX)
         child = parent / name
         try:
             child.mkdir()
         except OSError:
             continue
-        group.folders[hierarchy] = child
+        group.folders[verdict.hierarchy] = child
     _write_cgroup_limits(group, spec, plan)
     return group
 
@@ -302,7 +316,9 @@ def _describe(spec: LimitSpec, plan: dict[str, str], group: cgroups.CgroupSet | 
             applied.append(Applied("cpu quota", quota, "throttle (labkit's SIGSTOP/SIGCONT duty cycle)",
                                    "the whole process tree, adjusted every 100 ms"))
         else:
-            applied.append(Applied("cpu quota", quota, "cpulimit (SIGSTOP/SIGCONT, the tool)", "cpulimit -l"))
+            applied.append(Applied("cpu quota", quota, "cpulimit (SIGSTOP/SIGCONT, the tool)",
+                                   "cpulimit -l on this one process; if it starts children, labkit's throttle "
+                                   "takes over the tree"))
     if spec.memory_max is not None or spec.memory_high is not None:
         if plan["memory"] == "cgroup-memory":
             where = "cgroup v1 (memory.limit_in_bytes)" if "memory" in folders else "cgroup v2 (memory.max)"
@@ -359,7 +375,7 @@ def _in_scope(command: list[str], spec: LimitSpec, plan: dict[str, str]) -> list
     return ["systemd-run", "--user", "--scope", "--quiet", *properties, "--", *command]
 
 
-def _start_cpu_helper(pid: int, spec: LimitSpec, plan: dict[str, str]) -> list:
+def _start_cpu_helper(pid: int, spec: LimitSpec, plan: dict[str, str], applied: list[Applied] | None = None) -> list:
     if spec.cpu_quota is None:  # _plan picks a CPU mechanism only for a quota
         return []
     if plan.get("cpu") == "throttle":
@@ -367,30 +383,85 @@ def _start_cpu_helper(pid: int, spec: LimitSpec, plan: dict[str, str]) -> list:
 
         return [Throttle(pid, spec.cpu_quota).start()]
     if plan.get("cpu") == "cpulimit":
-        return [_Cpulimit(pid, spec.cpu_quota)]
+        return [_Cpulimit(pid, spec.cpu_quota, applied)]
     return []
 
 
-class _Cpulimit:
-    """The ``cpulimit`` tool watching one pid (and its children, ``-i``)."""
+def _cpulimit_cannot_hold(pid: int, children: int) -> str:
+    return (f"cpulimit cannot hold pid {pid}'s {children} child process{'es' if children > 1 else ''}: it limits "
+            f"each process on its own (-m watches children but gives each its own quota)")
 
-    def __init__(self, pid: int, percent: float) -> None:
-        self.process = subprocess.Popen(["cpulimit", "-p", str(pid), "-l", f"{percent:g}", _children_flag(), "-z"],
+
+class _Cpulimit:
+    """The ``cpulimit`` tool on one process, watched for children.
+
+    cpulimit (Debian's limitcpu 2.x) measures and stops each process on its own: with ``-m`` it
+    follows the children but gives *each* the quota, so a parent with two busy children under
+    ``cpulimit -l 40 -m`` used 172 % of a core. So labkit runs it on the one process (no ``-m``) and
+    watches: the moment that process has children, cpulimit cannot hold the tree, and labkit's
+    throttle (the same SIGSTOP/SIGCONT, over the whole tree) takes over, said on stderr and in
+    ``applied``. ``labkit limit --pid`` refuses a process that already has children.
+    """
+
+    def __init__(self, pid: int, percent: float, applied: list[Applied] | None = None, poll_s: float = 0.05) -> None:
+        self.pid, self.percent, self.poll_s = pid, percent, poll_s
+        self.applied = applied
+        self.handed_over: Throttle | None = None  #: the Throttle holding the tree once children appeared
+        self.message: str | None = None  #: what was said when the throttle took over
+        self.process = subprocess.Popen(["cpulimit", "-p", str(pid), "-l", f"{percent:g}", "-z"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"cpulimit-watch-{pid}", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        import psutil
+
+        try:
+            target = psutil.Process(self.pid)
+            while not self._stopping.wait(self.poll_s):
+                children = target.children(recursive=True)
+                if children:
+                    self._hand_over(len(children))
+                    return
+                if self.process.poll() is not None:
+                    return  # cpulimit -z left: the target is gone
+        except psutil.Error:
+            return  # the target is gone
+
+    def _hand_over(self, children: int) -> None:
+        from labkit._throttle import Throttle
+        from labkit.signals import terminate_child
+
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            terminate_child(self.process)  # on SIGTERM cpulimit continues the target before it exits
+            try:
+                self.handed_over = Throttle(self.pid, self.percent).start()
+            except (ProcessLookupError, LabkitError):
+                return  # the target ended meanwhile
+        self.message = (f"{_cpulimit_cannot_hold(self.pid, children)}; labkit's throttle now holds the whole tree "
+                        f"at {self.percent:g}% (next time use --mechanism throttle or cgroup)")
+        print(f"labkit limit: {self.message}", file=sys.stderr, flush=True)
+        if self.applied is not None:
+            for index, item in enumerate(self.applied):
+                if item.limit == "cpu quota":
+                    self.applied[index] = Applied("cpu quota", item.value,
+                                                  "throttle (labkit's SIGSTOP/SIGCONT duty cycle), taking over from "
+                                                  "cpulimit", "the whole process tree: cpulimit holds each process "
+                                                  "on its own")
 
     def stop(self) -> None:
         from labkit.signals import terminate_child
 
-        terminate_child(self.process)  # on SIGTERM cpulimit continues the target before it exits
-
-
-def _children_flag() -> str:
-    """-m in limitcpu (Debian's cpulimit 2.x), -i in the original cpulimit 0.x."""
-    try:
-        usage = subprocess.run(["cpulimit", "--help"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return "-i"
-    return "-m" if "--monitor-forks" in usage.stdout + usage.stderr else "-i"
+        self._stopping.set()
+        with self._lock:
+            terminate_child(self.process)  # on SIGTERM cpulimit continues the target before it exits
+            if self.handed_over is not None:
+                self.handed_over.stop()
+        self._thread.join(timeout=2.0)
 
 
 def limit_pid(pid: int, spec: LimitSpec) -> tuple[list[Applied], list]:
@@ -402,6 +473,8 @@ def limit_pid(pid: int, spec: LimitSpec) -> tuple[list[Applied], list]:
     spec.check()
     _check_target(pid)
     plan = _plan(spec)
+    if plan.get("cpu") == "cpulimit":
+        _refuse_a_tree_for_cpulimit(pid)
     if plan.get("memory") == "rlimit" and spec.memory_max:
         spec.rlimits = {**spec.rlimits, "as": spec.memory_max}
     group = _make_cgroup(spec, plan) if any(m.startswith("cgroup") for m in plan.values()) else None
@@ -424,6 +497,18 @@ def limit_pid(pid: int, spec: LimitSpec) -> tuple[list[Applied], list]:
     return applied, _start_cpu_helper(pid, spec, plan) + ([_GroupHolder(group)] if group else [])
 
 
+def _refuse_a_tree_for_cpulimit(pid: int) -> None:
+    import psutil
+
+    try:
+        children = len(psutil.Process(pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        raise LabkitError(f"no process with pid {pid}") from None
+    if children:
+        raise BadArgument(f"--mechanism cpulimit refuses pid {pid}: {_cpulimit_cannot_hold(pid, children)}; "
+                          f"use --mechanism throttle or cgroup to hold the whole tree")
+
+
 class _GroupHolder:
     """Keeps a running process's cgroup until ``stop()``: then moves nothing, removes it when empty."""
 
@@ -436,7 +521,7 @@ class _GroupHolder:
 
 def _tasks(pid: int) -> list[int]:
     try:
-        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        return [int(tid) for tid in os.listdir(_proc_path(pid, "task"))]
     except FileNotFoundError:
         raise LabkitError(f"no process with pid {pid}") from None
 
@@ -444,17 +529,8 @@ def _tasks(pid: int) -> list[int]:
 def _check_target(pid: int) -> None:
     if pid <= 1:
         raise BadArgument(f"refusing to limit pid {pid}")
-    if not Path(f"/proc/{pid}").exists():
+    if not os.path.exists(_proc_path(pid)):
         raise LabkitError(f"no process with pid {pid}")
-
-
-def _v2_controllers(folder: Path | None) -> list[str]:
-    if folder is None:
-        return []
-    try:
-        return (folder / "cgroup.controllers").read_text().split()
-    except OSError:
-        return []
 
 
 def _size(value: int | None) -> str:
@@ -503,7 +579,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--nofile", type=int, default=None, metavar="N", help="open files (ulimit -n)")
     parser.add_argument("--address-space", type=_size_argument, default=None, metavar="SIZE",
                         help="RLIMIT_AS (ulimit -v), per process")
-    parser.add_argument("--mechanism", choices=MECHANISMS, default="auto")
+    parser.add_argument("--mechanism", choices=MECHANISMS, default="auto",
+                        help="auto: the strongest here; cpulimit holds one process (a tree goes to the throttle)")
     parser.add_argument("--pid", type=int, default=None, help="limit a running process instead of starting CMD")
     parser.add_argument("--for", dest="hold_for", type=float, default=None, metavar="SEC",
                         help="with --pid and a throttle: hold the limit SEC seconds (default: until it exits)")
@@ -543,7 +620,7 @@ def _limit_running(pid: int, spec: LimitSpec, hold_for: float | None) -> int:
     print(f"labkit limit: holding pid {pid} at {spec.cpu_quota:g}% until it exits (Ctrl-C to release)", file=sys.stderr)
     deadline = None if hold_for is None else time.monotonic() + hold_for
     try:
-        while Path(f"/proc/{pid}").exists() and (deadline is None or time.monotonic() < deadline):
+        while os.path.exists(_proc_path(pid)) and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass

@@ -25,6 +25,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import psutil
 
 from labkit._atomic import write_atomic
+from labkit._linux import proc as _proc, tree as _tree
 from labkit.errors import BadArgument, LabkitError, PermissionDenied
 
 COLUMNS = ("t", "pid", "cpu_percent", "rss_bytes", "num_threads", "num_children", "status",
@@ -227,48 +228,39 @@ class _ProcFiles:
         self._fds: list[int] = []
         try:  # /proc/PID/io opens for anyone; reading it needs ptrace rights (checked per read)
             self._stat, self._statm, self._children, self._io = (
-                self._open(f"/proc/{pid}/{name}") for name in ("stat", "statm", f"task/{pid}/children", "io"))
+                self._open(name) for name in ("stat", "statm", f"task/{pid}/children", "io"))
         except OSError:
             self.close()
             raise psutil.NoSuchProcess(pid) from None
 
-    def _open(self, path: str) -> int:
-        self._fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    def _open(self, name: str) -> int:
+        self._fds.append(_proc.open_file(self.pid, name))
         return self._fds[-1]
 
     def read(self) -> _Reading:
-        try:
-            stat = os.pread(self._stat, 4096, 0)
-            # statm, not stat's rss field: the figure ps, top and psutil show (stat's is approximate)
-            resident = int(os.pread(self._statm, 4096, 0).split()[1])
+        try:  # statm, not stat's rss field: the figure ps, top and psutil show (stat's is approximate)
+            fields, resident, io_bytes = _pread_usage(self._stat, self._statm, self._io)
         except OSError:  # ESRCH: the process is gone (and reaped)
             raise psutil.NoSuchProcess(self.pid) from None
-        # Fields after "(name)": state, utime=11, stime=12 (clock ticks), num_threads=17; see proc(5).
-        fields = stat[stat.rfind(b")") + 2:].split()
-        try:
-            io_fields = os.pread(self._io, 4096, 0).split()
-            named = dict(zip(io_fields[::2], io_fields[1::2]))
-            io_bytes: tuple[int, int] | None = (int(named[b"read_bytes:"]), int(named[b"write_bytes:"]))
-        except (OSError, KeyError, ValueError):
-            io_bytes = None  # EACCES: another user's process
-        state = fields[0].decode()
-        return _Reading((int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, resident * _PAGE_SIZE,
-                        int(fields[17]), _STATES.get(state, state), io_bytes)
+        # Fields after "(name)": state, utime, stime (clock ticks), num_threads; see proc(5).
+        state = fields[_STATE].decode()
+        return _Reading((int(fields[_UTIME]) + int(fields[_STIME])) / _CLOCK_TICKS, resident * _PAGE_SIZE,
+                        int(fields[_NUM_THREADS]), _STATES.get(state, state), io_bytes)
 
     def child_pids(self, threads: int) -> list[int]:
         """Pids of the children of every thread (a single-threaded process: just the main one)."""
         try:
-            kids = _read_all(self._children)
-            tids = () if threads == 1 else [t for t in os.listdir(f"/proc/{self.pid}/task") if t != str(self.pid)]
+            kids = _pread_all(self._children).split()
+            tids = () if threads == 1 else [t for t in _proc.tids(self.pid) if t != self.pid]
         except OSError:
             return []  # exited
         for tid in tids:  # threads come and go: open these per tick
             try:
-                fd = os.open(f"/proc/{self.pid}/task/{tid}/children", os.O_RDONLY | os.O_CLOEXEC)
+                fd = _proc.open_file(self.pid, f"task/{tid}/children")
             except OSError:
                 continue  # the thread exited
             try:
-                kids += _read_all(fd)
+                kids += _pread_all(fd).split()
             except OSError:
                 pass
             finally:
@@ -281,20 +273,15 @@ class _ProcFiles:
         self._fds = []
 
 
-def _read_all(fd: int, chunk: int = 65536) -> list[bytes]:
-    data = part = os.pread(fd, chunk, 0)
-    while len(part) == chunk:
-        part = os.pread(fd, chunk, len(data))
-        data += part
-    return data.split()
-
-
 # /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN) lists a thread's children directly, so
 # walking a tree costs a few reads instead of psutil's scan of every process on the machine.
 # It can miss a child born during the read: the next tick finds it.
-_PROCFS = sys.platform.startswith("linux") and os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+_PROCFS = sys.platform.startswith("linux") and _proc.children_file_exists()
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if _PROCFS else 100
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if _PROCFS else 4096
+# bound once: read() runs per process per tick (bench/bench_monitor.py)
+_pread_usage, _pread_all = _proc.pread_usage, _proc.pread_all
+_STATE, _UTIME, _STIME, _NUM_THREADS = _tree.STATE, _tree.UTIME, _tree.STIME, _tree.NUM_THREADS
 _STATES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped", "t": "tracing-stop",
            "Z": "zombie", "X": "dead", "x": "dead", "I": "idle", "P": "parked", "W": "waking", "K": "wake-kill"}
 

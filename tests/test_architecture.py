@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -100,3 +101,58 @@ def test_the_kernel_layer_uses_the_standard_library_only():
                 assert top in allowed, f"{path.name} imports {name}: labkit/_linux must stay standard-library only"
                 if top == "labkit":
                     assert name.startswith("labkit._linux"), f"{path.name} imports {name} from above its layer"
+
+
+# Paths under /proc or /sys/fs/cgroup may be written only in labkit/_linux/ (the one place that reads the
+# kernel). {file: reason} for the files that still may, each to be emptied out:
+KERNEL_PATHS_ALLOWED: dict[str, str] = {}  # file -> why it may name /proc or /sys/fs/cgroup itself (none today)
+_KERNEL_PATH = re.compile(r"(/proc|/sys/fs/cgroup)(/|$)")
+
+
+def _leading_text(node: ast.AST) -> str | None:
+    """The text a string literal starts with: a plain string, or an f-string's constant head."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        head = ""
+        for part in node.values:
+            if not (isinstance(part, ast.Constant) and isinstance(part.value, str)):
+                break
+            head += part.value
+        return head
+    return None
+
+
+def kernel_paths(path: Path) -> list[str]:
+    """'line: text' of each string literal in ``path`` that is a path under /proc or /sys/fs/cgroup."""
+    found = []
+    nodes = list(ast.walk(ast.parse(path.read_text())))
+    parts = {id(part) for node in nodes if isinstance(node, ast.JoinedStr) for part in node.values}
+    for node in nodes:
+        text = None if id(node) in parts else _leading_text(node)  # an f-string is judged whole
+        if text is not None and _KERNEL_PATH.match(text):
+            found.append(f"{node.lineno}: {text[:60]!r}")
+    return found
+
+
+def test_only_the_kernel_layer_names_proc_or_cgroup_paths():
+    offenders = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.startswith("_linux/") or relative in KERNEL_PATHS_ALLOWED:
+            continue
+        if found := kernel_paths(path):
+            offenders[relative] = found
+    assert offenders == {}, ("read /proc and /sys/fs/cgroup through labkit/_linux/ (a reader there, or "
+                             f"_linux.path() for a message): {offenders}")
+
+
+def test_the_kernel_path_finder_finds_paths_and_only_paths(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('a = f"/proc/{pid}/stat"\nb = "/sys/fs/cgroup"\nc = f"/proc{x}"\n'
+                      'd = "/proc only: no tools"\ne = f"see /proc/{pid}/status"\n"""/procfs docs"""\n')
+    assert [line.split(":")[0] for line in kernel_paths(sample)] == ["1", "2", "3"]
+
+
+def test_the_allow_list_names_files_that_exist():
+    assert all((PACKAGE / name).exists() for name in KERNEL_PATHS_ALLOWED)

@@ -28,6 +28,31 @@ def cpu_share(pid: int, seconds: float) -> float:
     return (sum(proc.cpu_times()[:2]) - before) / (time.monotonic() - started) * 100
 
 
+def tree_share(pid: int, seconds: float) -> float:
+    """Percent of one CPU the process and all its descendants used over ``seconds``."""
+    root = psutil.Process(pid)
+    members = [root, *root.children(recursive=True)]
+
+    def used() -> float:
+        total = 0.0
+        for member in members:
+            try:
+                total += sum(member.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        return total
+
+    before, started = used(), time.monotonic()
+    time.sleep(seconds)
+    return (used() - before) / (time.monotonic() - started) * 100
+
+
+# a parent and two busy children, all busy: the shape of a trainer with data-loader workers
+TREE = [sys.executable, "-c", "import subprocess, sys\n"
+        "kids = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(2)]\n"
+        "while True: pass"]
+
+
 def leftover_cgroups() -> list[str]:
     found = []
     for folder in cgroups.own_folders(("cpu", "memory")).values():
@@ -147,6 +172,33 @@ def test_cgroup_version_is_detected():
     assert set(CAN) == {"cgroup-cpu", "cgroup-memory", "scope", "rlimit", "throttle", "cpulimit"}
 
 
+def test_doctor_and_limits_agree_about_this_machine():
+    from labkit import doctor
+
+    report, can = doctor.check(), limits.available()
+    assert report.get("cgroup").detail.split(":")[0] == limits.cgroup_version()
+    for name in ("cgroup-cpu", "cgroup-memory"):
+        assert report.get(name).ok == (can[name] is None), (name, report.get(name).detail, can[name])
+        if can[name] is not None:
+            assert report.get(name).detail in can[name]  # the same reason, word for word
+
+
+@pytest.mark.parametrize("offered, proven", [("cpu memory", {"cpu.max"}), ("memory", {"memory.max"}), ("", set())])
+def test_doctor_and_limits_agree_on_a_played_machine(monkeypatch, tmp_path, offered, proven):
+    """Both take their verdict from one reading: a v2 machine whose children get only some limits."""
+    from labkit import doctor
+    from labkit._linux import cgroup as _cgroup
+
+    (tmp_path / "cgroup.controllers").write_text(offered)
+    monkeypatch.setattr(doctor, "_cgroup_layout", lambda: _cgroup.Layout("v2", str(tmp_path), {}))
+    monkeypatch.setattr(_cgroup, "layout", lambda proc=None: _cgroup.Layout("v2", str(tmp_path), {}))
+    monkeypatch.setattr(_cgroup, "probe_child", lambda parent, needed, prefix="": (needed in proven, f"probed {needed}"))
+    can = limits.available()
+    for ctrl in ("cpu", "memory"):
+        ok = doctor._cgroup_controller(ctrl).ok
+        assert ok == (can[f"cgroup-{ctrl}"] is None) == (f"{ctrl}.max" in proven), ctrl
+
+
 def test_a_systemd_scope_wraps_the_command_with_the_same_limits():
     from labkit.limits import _in_scope
 
@@ -157,3 +209,46 @@ def test_a_systemd_scope_wraps_the_command_with_the_same_limits():
     if CAN["scope"] is not None:
         with pytest.raises(BadArgument, match="not available here"):
             run_limited(["true"], LimitSpec(cpu_quota=30, mechanism="scope"))
+
+
+@pytest.mark.skipif(CAN["cpulimit"] is not None, reason=f"{CAN['cpulimit']}")
+def test_cpulimit_cannot_hold_a_tree_so_the_throttle_takes_over_and_says_so(capsys):
+    """cpulimit limits each process on its own (-m: 172% of a core for three at 40); labkit hands over."""
+    run = run_limited(TREE, LimitSpec(cpu_quota=40, mechanism="cpulimit"), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while len(psutil.Process(run.pid).children(recursive=True)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the throttle settle
+        share = tree_share(run.pid, 3.0)
+        assert abs(share - 40) <= 8, f"the tree used {share:.1f}% of a CPU for a 40% quota"
+        said = capsys.readouterr().err
+        assert "cpulimit cannot hold pid" in said and "2 child processes" in said and "--mechanism throttle" in said
+        assert len(said.strip().splitlines()) == 1
+        assert "throttle" in run.applied[0].mechanism and "cpulimit" in run.applied[0].mechanism
+    finally:
+        os.killpg(run.pid, 9)
+        run.wait(10)
+
+
+@pytest.mark.skipif(CAN["cpulimit"] is not None, reason=f"{CAN['cpulimit']}")
+def test_cpulimit_alone_holds_one_process_and_is_named():
+    with run_limited(BUSY, LimitSpec(cpu_quota=40, mechanism="cpulimit")) as run:
+        time.sleep(0.5)
+        assert run.applied[0].mechanism.startswith("cpulimit")
+        assert run._helpers[0].handed_over is None
+
+
+@pytest.mark.skipif(CAN["cpulimit"] is not None, reason=f"{CAN['cpulimit']}")
+def test_cpulimit_on_a_running_process_with_children_is_refused_in_one_line(spawn):
+    proc = spawn.popen(TREE)
+    deadline = time.monotonic() + 10
+    while len(psutil.Process(proc.pid).children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(BadArgument, match="cpulimit refuses pid .* it limits each process on its own"):
+        limit_pid(proc.pid, LimitSpec(cpu_quota=40, mechanism="cpulimit"))
+    refused = cli("--pid", str(proc.pid), "--cpu-quota", "40", "--mechanism", "cpulimit")
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "2 child processes" in refused.stderr and "--mechanism throttle or cgroup" in refused.stderr
+    assert not [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "cpulimit"
+                and str(proc.pid) in (p.info["cmdline"] or [])]

@@ -1,12 +1,15 @@
 """labkit's kernel layer: the one place that reads /proc and /sys/fs/cgroup (psutil's _pslinux is the model).
 
-Standard library only, so the grader's sandbox can load it by path. Each reader returns plain data
-or raises the OSError the kernel gave; a field the kernel hides from us (no ptrace permission) comes
-back as :data:`HIDDEN`, never as an empty value that would read as "nothing there".
+Standard library only, so the grader's sandbox can load it by path (``tree.py`` imports nothing but
+``os`` for that reason). Each reader returns plain data or raises the OSError the kernel gave; a
+field the kernel hides from us (no ptrace permission) comes back as :data:`HIDDEN`, never as an
+empty value that would read as "nothing there". ``tests/test_architecture.py`` fails on a /proc or
+/sys/fs/cgroup path written anywhere else in labkit.
 """
 
 from labkit._linux.proc import HIDDEN, Stat, nspid, read_stat, read_status, syscall, wchan
 from labkit._linux.cgroup import FreezerState, freezer_state
+from labkit._linux.tree import path
 
 __all__ = ["HIDDEN", "Stat", "nspid", "read_stat", "read_status", "syscall", "wchan", "FreezerState",
-           "freezer_state"]
+           "freezer_state", "path"]

@@ -30,6 +30,7 @@ from pathlib import Path
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
+from labkit._linux import proc as _proc, tree as _tree
 from labkit.course import _cgroup
 from labkit.course._isolation import SANDBOX as _SANDBOX, Isolation
 from labkit.course._relay import JudgeLink, StandIns, cell_roles, freezes
@@ -382,7 +383,7 @@ class _StudentCells:
 
 
 _SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
-_PF_EXITING = 0x4
+_PF_KTHREAD = 0x200000  #: in stat's flags: a kernel thread (include/linux/sched.h)
 
 
 def _sandbox_doomed(km) -> bool:
@@ -400,14 +401,12 @@ def _sandbox_doomed(km) -> bool:
     if process.poll() is not None:
         return True
     try:
-        with open(f"/proc/{process.pid}/stat", "rb") as handle:
-            data = handle.read()
-        with open(f"/proc/{process.pid}/status", "rb") as handle:
-            status = handle.read().decode("ascii", "replace")
+        data = _tree.read_stat_bytes(process.pid)
+        status = _proc.status_bytes(process.pid).decode("ascii", "replace")
     except OSError:
         return process.poll() is not None
-    fields = data[data.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X", b"x") or int(fields[6]) & _PF_EXITING:
+    fields = _tree.stat_fields(data)
+    if fields[_tree.STATE] in _tree.DEAD_STATES or int(fields[_tree.FLAGS]) & _tree.PF_EXITING:
         return True
     for line in status.splitlines():
         name, _, value = line.partition(":")
@@ -564,15 +563,14 @@ def _kill_tagged(token: str, timeout_s: float = KILL_TIMEOUT_S) -> int:
     deadline = time.monotonic() + timeout_s
     while True:
         found, unsure = [], False
-        for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) != os.getpid():
+        for pid in _tree.pids():
+            if pid != os.getpid():
                 try:
-                    with open(f"/proc/{name}/environ", "rb") as handle:
-                        environ = handle.read()
+                    environ = _proc.environ(pid)
                     if needle in environ.split(b"\0"):
-                        found.append(int(name))
+                        found.append(pid)
                     elif not environ and not unsure:
-                        unsure = _mid_exec(name)
+                        unsure = _mid_exec(pid)
                 except OSError:
                     continue
         if (not found and not unsure) or time.monotonic() > deadline:
@@ -585,18 +583,17 @@ def _kill_tagged(token: str, timeout_s: float = KILL_TIMEOUT_S) -> int:
         time.sleep(0.01 if found else 0.002)
 
 
-def _mid_exec(pid: str) -> bool:
+def _mid_exec(pid: int) -> bool:
     """Whether a process with an empty environment is a live user process amid ``execve``
     (not a kernel thread, a zombie or one exiting, which show no environment either)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            cmdline = handle.read(1)
+        data = _tree.read_stat_bytes(pid)
+        empty = _proc.cmdline_empty(pid)
     except OSError:
         return False
-    fields = data[data.rindex(b")") + 2:].split()
-    return not cmdline and fields[0] not in (b"Z", b"X", b"x") and not int(fields[6]) & (_PF_EXITING | 0x200000)
+    fields = _tree.stat_fields(data)
+    return (empty and fields[_tree.STATE] not in _tree.DEAD_STATES
+            and not int(fields[_tree.FLAGS]) & (_tree.PF_EXITING | _PF_KTHREAD))
 
 
 def _notes(groups: _cgroup.Cgroups, limits: GradeLimits, left: int) -> list[str]:

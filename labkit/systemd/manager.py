@@ -50,6 +50,7 @@ from pathlib import Path
 import psutil
 
 from labkit._atomic import write_json_atomic
+from labkit._linux import proc as _proc
 from labkit.errors import BadArgument, LabkitError, PermissionDenied, ToolMissing
 
 MARKER = Path("/run/systemd/system")  # what sd_booted() tests
@@ -172,12 +173,12 @@ def pid1_is_systemd() -> bool:
     marker, which a labkit start creates for a moment; comm says "init" where systemd was started
     as /sbin/init); the marker only where neither can be read."""
     try:
-        if os.path.basename(os.readlink("/proc/1/exe")) == "systemd":
+        if _proc.exe_name(1) == "systemd":
             return True
     except OSError:
         pass
     try:
-        return Path("/proc/1/comm").read_text().strip() == "systemd"
+        return _proc.comm(1) == "systemd"
     except OSError:
         return MARKER.is_dir()
 
@@ -401,14 +402,9 @@ def cgroup2_mount() -> Path | None:
 
 
 def _mount_of(fstype: str, option: str | None) -> Path | None:
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        parts = line.split()
-        if len(parts) >= 4 and parts[2] == fstype and (option is None or option in parts[3].split(",")):
-            return Path(parts[1])
+    for point, kind, options in _proc.mount_table():
+        if kind == fstype and (option is None or option in options):
+            return Path(point)
     return None
 
 

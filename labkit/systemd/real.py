@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from labkit import _linux
 from labkit.errors import BadArgument, LabkitError, ToolMissing
 from labkit.systemd.manager import cgroup2_mount, user_environment
 from labkit.systemd.manager import find as find_manager
@@ -371,10 +372,9 @@ class RealRun:
         alive = []
         for pid in pids:
             try:
-                with open(f"/proc/{pid}/stat") as handle:
-                    if handle.read().rsplit(")", 1)[1].split()[0] != "Z":
-                        alive.append(pid)
-            except (OSError, IndexError):
+                if _linux.read_stat(pid).state != "Z":
+                    alive.append(pid)
+            except (OSError, IndexError, ValueError):
                 pass
         return alive
 

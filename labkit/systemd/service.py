@@ -25,6 +25,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labkit._linux import proc as _proc
 from labkit.errors import BadArgument
 from labkit.signals import parse_signal
 from labkit.systemd.unitfile import ExecCommand, UnitFile, parse_exec, split_commands, split_words
@@ -241,7 +242,7 @@ class ServiceSpec:
             "d": f"{runtime}/credentials/{self.name}", "H": socket.gethostname(),
             "l": socket.gethostname().split(".")[0], "q": socket.gethostname(), "v": platform.release(),
             "a": _architecture(), "m": lambda: _read_id("/etc/machine-id"),
-            "b": lambda: _read_id("/proc/sys/kernel/random/boot_id"),
+            "b": _boot_id,
             "o": lambda: _os_release("ID"), "w": lambda: _os_release("VERSION_ID"),
             "B": lambda: _os_release("BUILD_ID"), "W": lambda: _os_release("VARIANT_ID"),
             "M": lambda: _os_release("IMAGE_ID"), "A": lambda: _os_release("IMAGE_VERSION"),
@@ -409,6 +410,13 @@ def _architecture() -> str:
 def _read_id(path: str) -> str:
     try:
         return Path(path).read_text().strip().replace("-", "")
+    except OSError:
+        return ""
+
+
+def _boot_id() -> str:
+    try:
+        return _proc.boot_id().replace("-", "")
     except OSError:
         return ""
 
