@@ -124,7 +124,8 @@ def diagnose(pid: int, sample_s: float = 2.0, use_tools: bool = True) -> Diagnos
     diagnosis = Diagnosis(pid, "idle-sleep", state=samples.state_text(), wchan=samples.main_wchan(),
                           syscall=samples.main_syscall_text(), cpu_percent=round(samples.cpu_percent, 1),
                           command=samples.command, threads=samples.thread_summary())
-    _add_files(diagnosis, pid)
+    samples.zombie_children = _zombie_children(pid)
+    _add_files(diagnosis, pid, samples.zombie_children)
     _decide(diagnosis, samples)
     _trainer(diagnosis, samples)
     if use_tools and diagnosis.verdict not in ("zombie", "gone"):
@@ -149,6 +150,7 @@ class _Sampler:
         self.trainer_steps: tuple[int, int] | None = None
         self.stat: _linux.Stat | None = None
         self.hidden: set[str] = set()  # "wchan", "syscall": what the kernel would not show us
+        self.zombie_children: list[int] = []  # its exited children nobody reaped, read once after the window
 
     def run(self, seconds: float) -> "_Sampler":
         try:
@@ -318,7 +320,7 @@ def _decide(d: Diagnosis, s: _Sampler) -> None:
     else:
         d.evidence.append(f"state S in {why} (wchan {d.wchan or '?'}), {d.cpu_percent:.1f}% CPU: it sleeps by "
                           "choice (a timer, a sleep call, waiting for a child)")
-    zombies = _zombie_children(d.pid)
+    zombies = s.zombie_children
     if zombies:
         d.next_steps += [f"its own problem: it never reaps its exited children {zombies[:10]} (zombies). It must call "
                          "wait()/waitpid() for each (in Python: Popen.wait(), or a SIGCHLD handler); as PID 1 of a "
@@ -446,12 +448,11 @@ def _trainer(d: Diagnosis, s: _Sampler) -> None:
         d.next_steps.append("its checkpoint is safe on disk: after fixing the cause, resume with --resume")
 
 
-def _add_files(d: Diagnosis, pid: int) -> None:
+def _add_files(d: Diagnosis, pid: int, zombies: list[int]) -> None:
+    if zombies:
+        d.evidence.append(f"child process(es) {zombies} are zombies: this process never reaped them (wait())")
     try:
         proc = psutil.Process(pid)
-        zombies = [c.pid for c in proc.children() if c.status() == psutil.STATUS_ZOMBIE]
-        if zombies:
-            d.evidence.append(f"child process(es) {zombies} are zombies: this process never reaped them (wait())")
         d.open_files = [f"fd {f.fd}: {f.path}" for f in proc.open_files()]
         d.connections = [f"fd {c.fd}: {c.type.name} {c.status} {c.laddr} -> {c.raddr or '-'}"
                          for c in proc.net_connections(kind="all")]

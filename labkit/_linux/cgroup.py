@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from labkit._linux.proc import PROC
+from labkit._linux.proc import PROC, mount_table
 
 
 class FreezerState(NamedTuple):
@@ -25,16 +25,7 @@ class FreezerState(NamedTuple):
 
 def mounts() -> list[tuple[str, str, set[str]]]:
     """(mount point, fstype, options) of every cgroup and cgroup2 mount, from /proc/self/mounts."""
-    found = []
-    try:
-        with open(f"{PROC}/self/mounts") as handle:
-            for line in handle:
-                parts = line.split()
-                if len(parts) >= 4 and parts[2] in ("cgroup", "cgroup2"):
-                    found.append((parts[1], parts[2], set(parts[3].split(","))))
-    except OSError:
-        pass
-    return found
+    return [(point, kind, set(options)) for point, kind, options in mount_table() if kind in ("cgroup", "cgroup2")]
 
 
 def memberships(pid: int) -> dict[str, str]:

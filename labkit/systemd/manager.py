@@ -51,6 +51,8 @@ import psutil
 
 from labkit._atomic import write_json_atomic
 from labkit._linux import proc as _proc
+from labkit._linux.cgroup import mounts as cgroup_mounts
+from labkit.cgroups import discard as discard_cgroup
 from labkit.errors import BadArgument, LabkitError, PermissionDenied, ToolMissing
 
 MARKER = Path("/run/systemd/system")  # what sd_booted() tests
@@ -296,9 +298,12 @@ def _wait_until_it_answers(proc: subprocess.Popen, env: dict[str, str], log: Pat
         code = proc.poll()
         if code is not None or time.monotonic() > deadline:
             said = log.read_text(errors="replace").strip().splitlines()
-            why = said[-1] if said else (f"it exited with code {code}" + (" (could not join its cgroup)" if code == 97
-                                                                          else "") if code is not None
-                                         else f"no answer within {timeout_s:g} s")
+            if said:
+                why = said[-1]
+            elif code is None:
+                why = f"no answer within {timeout_s:g} s"
+            else:
+                why = f"it exited with code {code}" + (" (could not join its cgroup)" if code == 97 else "")
             raise LabkitError(f"systemd --user did not start: {why}")
         time.sleep(_POLL_S)
 
@@ -402,7 +407,7 @@ def cgroup2_mount() -> Path | None:
 
 
 def _mount_of(fstype: str, option: str | None) -> Path | None:
-    for point, kind, options in _proc.mount_table():
+    for point, kind, options in cgroup_mounts():
         if kind == fstype and (option is None or option in options):
             return Path(point)
     return None
@@ -635,10 +640,8 @@ def _kill_tree(cgroups: list[Path]) -> list[int]:
 
 
 def _remove_made(cgroups: list[Path], made: list[str]) -> None:
-    for folder in cgroups:  # the manager's own sub-cgroups (app.slice/..., init.scope) first
-        for child in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            with contextlib.suppress(OSError):
-                child.rmdir()
+    for folder in cgroups:  # the manager's own sub-cgroups (app.slice/..., init.scope), then its own
+        discard_cgroup(folder)
     roots = {folder.parents[2] for folder in cgroups}  # the hierarchies' mount points
     for path in sorted((Path(p) for p in made), key=lambda p: -len(p.parts)):
         if any(root in path.parents for root in roots):  # a cgroup: rmdir, never rmtree
@@ -646,9 +649,6 @@ def _remove_made(cgroups: list[Path], made: list[str]) -> None:
                 path.rmdir()
         else:
             shutil.rmtree(path, ignore_errors=True)
-    for folder in cgroups:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
 
 
 def _refusal(reason: str) -> LabkitError:
