@@ -30,7 +30,10 @@ def rank_pids(launcher: subprocess.Popen, world: int) -> list[int]:
     def ranks() -> dict[int, int]:  # a child still between fork and exec has no --rank yet
         found = {}
         for child in psutil.Process(launcher.pid).children():
-            command = child.cmdline()
+            try:
+                command = child.cmdline()
+            except psutil.Error:  # exited meanwhile (a zombie has no command line): not a running rank
+                continue
             if "--rank" in command:
                 found[int(command[command.index("--rank") + 1])] = child.pid
         return found
