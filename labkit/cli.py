@@ -124,7 +124,8 @@ def _add_jobs_parser(sub) -> None:
     attach.add_argument("name")
     stop = jsub.add_parser("stop", help="signal the job's group, wait, escalate to SIGKILL")
     stop.add_argument("name")
-    stop.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds before SIGKILL")
+    stop.add_argument("--grace", "--timeout", dest="grace_s", type=_positive_float, default=10.0,
+                      help="seconds between the signal and SIGKILL (default 10; --timeout is the old name)")
     stop.add_argument("--signal", default="SIGTERM", help="first signal (default SIGTERM)")
     stop.add_argument("--json", action="store_true")
     status = jsub.add_parser("status", help="state, pid and exit code of one job or all")
@@ -280,13 +281,13 @@ def _jobs(args: argparse.Namespace, command: list[str]) -> int:
         print(jobs.Job(args.name).attach_command())
         return 0
     if action == "stop":
-        result = jobs.Job(args.name).stop(timeout_s=args.timeout, sig=args.signal)
+        result = jobs.Job(args.name).stop(grace_s=args.grace_s, sig=args.signal)
         if args.json:
             print(json.dumps(result.as_dict()))
         elif result.signal_sent is None:
             print(f"job {result.name} had already ended: {explain_exit_code(result.exit_code)}")
         else:
-            how = f"did not exit within {args.timeout:g} s, sent SIGKILL; " if result.escalated else ""
+            how = f"did not exit within {args.grace_s:g} s, sent SIGKILL; " if result.escalated else ""
             print(f"job {result.name} (pid {result.pid}): sent {result.signal_sent}; {how}"
                   f"ended after {result.seconds:.2f} s with {explain_exit_code(result.exit_code)}")
         return 0

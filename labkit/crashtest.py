@@ -234,16 +234,16 @@ def clear_folder(folder: str | os.PathLike) -> None:
 # --- the writer's child process -----------------------------------------------------------
 
 def writer_command(writer: str, folder: str | os.PathLike, size_mb: float, count: int,
-                   start: int = 1, fsize_limit: int | None = None) -> list[str]:
+                   start: int = 1, fsize_limit_bytes: int | None = None) -> list[str]:
     """Return the command line of a writer child process."""
     command = [sys.executable, "-m", "labkit.crashtest", "write", "--writer", _checked(writer),
                "--folder", str(folder), "--size-mb", str(size_mb), "--count", str(count),
                "--start", str(start)]
-    return command + (["--fsize-limit", str(fsize_limit)] if fsize_limit is not None else [])
+    return command + (["--fsize-limit", str(fsize_limit_bytes)] if fsize_limit_bytes is not None else [])
 
 
 def run_writer(writer: str, folder: str | os.PathLike, size_mb: float, count: int,
-               start: int = 1, fsize_limit: int | None = None) -> int:
+               start: int = 1, fsize_limit_bytes: int | None = None) -> int:
     """Save ``count`` checkpoints in a loop (the child's body); return its exit code.
 
     Prints ``ready`` once the first save is complete (the harness times its kill from
@@ -252,8 +252,8 @@ def run_writer(writer: str, folder: str | os.PathLike, size_mb: float, count: in
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     payload, parent = Payload(size_mb), os.getppid()
-    if fsize_limit is not None:
-        limit_file_size(fsize_limit)
+    if fsize_limit_bytes is not None:
+        limit_file_size(fsize_limit_bytes)
     for seq in range(start, start + count):
         if os.getppid() != parent:
             return 1  # the harness is gone: nobody will kill us, so stop writing
@@ -403,7 +403,7 @@ def save_with_disk_limit(writer: str, limit_bytes: int, folder: str | os.PathLik
     clear_folder(folder)
     _run_child(writer_command(writer, folder, size_mb, count=1, start=1), check=True)
     code, events = _run_child(writer_command(writer, folder, size_mb, count=1, start=2,
-                                             fsize_limit=limit_bytes))
+                                             fsize_limit_bytes=limit_bytes))
     state = inspect_folder(folder)
     previous, new = final_path(writer, folder, 1), final_path(writer, folder, 2)
     return (f"{writer}: {_describe_error(code, events, limit_bytes)}; "
@@ -491,13 +491,13 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--size-mb", type=float, default=1.0)
     commands.choices["write"].add_argument("--count", type=int, default=10)
     commands.choices["write"].add_argument("--start", type=int, default=1)
-    commands.choices["write"].add_argument("--fsize-limit", type=int, default=None)
+    commands.choices["write"].add_argument("--fsize-limit", dest="fsize_limit_bytes", type=int, default=None)
     commands.choices["kill"].add_argument("--kills", type=int, default=30)
     commands.choices["kill"].add_argument("--seed", type=int, default=0)
     commands.choices["disk-full"].add_argument("--limit-bytes", type=int, default=500_000)
     args = parser.parse_args(argv)
     if args.command == "write":
-        return run_writer(args.writer, args.folder, args.size_mb, args.count, args.start, args.fsize_limit)
+        return run_writer(args.writer, args.folder, args.size_mb, args.count, args.start, args.fsize_limit_bytes)
     if args.command == "kill":
         report = kill_at_random(args.writer, args.kills, args.folder, args.size_mb, args.seed)
         print(json.dumps(report.as_dict(), indent=2))

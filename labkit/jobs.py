@@ -239,8 +239,12 @@ class Job:
         _wait_until(lambda: self.exit_info() is not None, 2.0)
         return self.exit_code
 
-    def stop(self, timeout_s: float = 10.0, sig: str | int | signal.Signals = signal.SIGTERM) -> StopResult:
-        """Send ``sig`` to the group, wait ``timeout_s``, then SIGKILL whatever is left.
+    def stop(self, grace_s: float = 10.0, sig: str | int | signal.Signals = signal.SIGTERM, *,
+             timeout_s: float | None = None) -> StopResult:
+        """Send ``sig`` to the group, wait up to ``grace_s`` seconds, then SIGKILL whatever is left.
+
+        ``timeout_s`` is the old name of ``grace_s``, still accepted (every stop in labkit spells
+        the time between the signal and SIGKILL ``grace_s``).
 
         Raises:
             NotOurProcess: the job's pid was recycled (nothing is signalled).
@@ -251,15 +255,17 @@ class Job:
             names = ", ".join(s.name for s in sigs.STOPPING_SIGNALS)
             raise BadArgument(f"stop sends a signal that ends a process ({names}); "
                               f"for {sig.name} use `labkit jobs signal {self.name} {sig.name}`")
-        if not (0 <= timeout_s < float("inf")):
-            raise BadArgument(f"timeout must be a number of seconds >= 0, got {timeout_s}")
+        if timeout_s is not None:
+            grace_s = timeout_s
+        if not (0 <= grace_s < float("inf")):
+            raise BadArgument(f"the grace period must be a number of seconds >= 0, got {grace_s}")
         self.process()
         if not self.members():
             self._end_terminal()
             return StopResult(self.name, self.pid, None, False, self.exit_code, 0.0)
         try:
             escalated, seconds = sigs.terminate_group(self.pgid, self.record["create_time"] - _START_TOLERANCE_S,
-                                                      timeout_s, sig, KILL_WAIT_S)
+                                                      grace_s, sig, KILL_WAIT_S)
         except JobTimeout as err:
             raise JobTimeout(f"job {self.name!r}: {err}") from None
         _wait_until(lambda: self.exit_info() is not None, 2.0)

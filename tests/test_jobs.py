@@ -195,8 +195,8 @@ def test_stop_refuses_signals_that_do_not_end_a_process(home):
     job = jobs.start("usr", ["sleep", "30"])
     with pytest.raises(BadArgument, match="labkit jobs signal usr SIGUSR1"):
         job.stop(sig="SIGUSR1")
-    with pytest.raises(BadArgument, match="timeout"):
-        job.stop(timeout_s=float("nan"))
+    with pytest.raises(BadArgument, match="grace period"):
+        job.stop(grace_s=float("nan"))
     assert job.stop(timeout_s=2, sig="SIGINT").exit_code == 128 + signal.SIGINT
 
 

@@ -84,7 +84,7 @@ class Case:
     id: str
     service: str
     unit: str = ""
-    stop_after: float | None = None
+    stop_after_s: float | None = None
     name: str | None = None
     files: dict[str, str] = field(default_factory=dict)
     seen: tuple[str, ...] = ()  # environment variables the hooks' records are compared on
@@ -115,9 +115,9 @@ CASES = _restart_table() + [
     Case("startlimit-clean-loop", "ExecStart={bin}/rec {out}/main /bin/true\nRestart=always\nRestartSec=50ms\n",
          unit="StartLimitIntervalSec=30s\nStartLimitBurst=3\n"),
     *[Case(f"killmode-{mode}", f"ExecStart={{bin}}/rec {{out}}/main {{bin}}/kids {{out}}\nKillMode={mode}\n" + STOP,
-           stop_after=1.0) for mode in ("control-group", "mixed", "process", "none")],
+           stop_after_s=1.0) for mode in ("control-group", "mixed", "process", "none")],
     *[Case(f"timeout-{mode}", f"ExecStart={{bin}}/rec {{out}}/main {{bin}}/stubborn {{out}}\nKillMode={mode}\n" + STOP,
-           stop_after=1.0) for mode in ("control-group", "mixed")],
+           stop_after_s=1.0) for mode in ("control-group", "mixed")],
     Case("hooks-clean-exit", "ExecStartPre={bin}/rec {out}/pre\nExecStart={bin}/rec {out}/main /bin/sleep 0.5\n"
                              "ExecStartPost={bin}/rec {out}/startpost\nExecStop={bin}/rec {out}/stop\n"
                              "ExecStopPost={bin}/rec {out}/stoppost\n"),
@@ -129,10 +129,10 @@ CASES = _restart_table() + [
                                       "ExecStop={bin}/rec {out}/stop\nExecStopPost={bin}/rec {out}/stoppost\n"),
     Case("hooks-stop-request", "ExecStartPre={bin}/rec {out}/pre\nExecStart={bin}/rec {out}/main /bin/sleep 300\n"
                                "ExecStartPost={bin}/rec {out}/startpost\nExecStop={bin}/rec {out}/stop\n"
-                               "ExecStopPost={bin}/rec {out}/stoppost\n", stop_after=1.0),
+                               "ExecStopPost={bin}/rec {out}/stoppost\n", stop_after_s=1.0),
     Case("hooks-exec-stop-kills-main", "ExecStart={bin}/rec {out}/main /bin/sleep 300\n"
                                        "ExecStop={bin}/rec {out}/stop /bin/kill $MAINPID\n"
-                                       "ExecStopPost={bin}/rec {out}/stoppost\n", stop_after=1.0),
+                                       "ExecStopPost={bin}/rec {out}/stoppost\n", stop_after_s=1.0),
     Case("hooks-start-post-fails", "ExecStart={bin}/rec {out}/main /bin/sleep 300\n"
                                    "ExecStartPost={bin}/rec {out}/startpost /bin/false\nExecStop={bin}/rec {out}/stop\n"
                                    "ExecStopPost={bin}/rec {out}/stoppost\n"),
@@ -147,7 +147,7 @@ CASES = _restart_table() + [
     Case("type-exec-missing-binary", "Type=exec\nExecStart=/no/such/program\nExecStopPost={bin}/rec {out}/stoppost\n"),
     Case("type-simple-missing-binary", "Type=simple\nExecStart=/no/such/program\nExecStopPost={bin}/rec {out}/stoppost\n"),
     Case("type-forking", "Type=forking\nExecStart={bin}/rec {out}/main {bin}/forker {out}\n"
-                         "ExecStop={bin}/rec {out}/stop\n" + STOP, stop_after=1.0),
+                         "ExecStop={bin}/rec {out}/stop\n" + STOP, stop_after_s=1.0),
     Case("env-quoting", "Environment=\"A=x y\" B=plain 'C=q\"u'\nEnvironment=D=%n E=$$lit\n"
                         "ExecStart={bin}/rec {out}/main /bin/true $A ${A} \"$B\" $D ${E} $UNSET ${UNSET}\n",
          seen=("A", "B", "C", "D", "E")),
@@ -180,7 +180,7 @@ CASES = _restart_table() + [
     Case("relative-exec-start", "ExecStart=./x.sh\n"),
     Case("unknown-specifier", "ExecStart=/bin/date +%F\n"),
     Case("exec-stop-fails", "ExecStart={bin}/rec {out}/main /bin/sleep 300\nExecStop={bin}/rec {out}/stop /bin/false\n"
-                            "ExecStop={bin}/rec {out}/stoptwo\nExecStopPost={bin}/rec {out}/stoppost\n", stop_after=1.0),
+                            "ExecStop={bin}/rec {out}/stoptwo\nExecStopPost={bin}/rec {out}/stoppost\n", stop_after_s=1.0),
     Case("start-pre-timeout", "ExecStartPre={bin}/rec {out}/pre /bin/sleep 300\nExecStart={bin}/rec {out}/main\n"
                               "TimeoutStartSec=1s\nExecStopPost={bin}/rec {out}/stoppost\n"),
     Case("main-failure-ignored", "ExecStart=-{bin}/rec {out}/main /bin/false\nExecStop={bin}/rec {out}/stop\n"
@@ -209,7 +209,7 @@ def _run_side(case: Case, side: str, root: Path, scripts: Path) -> dict:
     body = f"[Unit]\nDescription=differential case {case.id}\n{case.unit}\n[Service]\n{case.service}"
     path = out / case.unit_name
     path.write_text(body.replace("{bin}", str(scripts)).replace("{out}", str(out)))
-    run = UnitRun(path, stop_after=case.stop_after, real=side == "real")
+    run = UnitRun(path, stop_after_s=case.stop_after_s, real=side == "real")
     try:
         state = run.wait(120)
     except LabkitError as err:
@@ -291,7 +291,7 @@ def outcomes(request, tmp_path_factory) -> dict[str, dict]:
 
     with ThreadPoolExecutor(WORKERS) as pool:
         # the slow cases (stops, restarts) first, so that the pool ends together
-        order = sorted(chosen, key=lambda c: (c.stop_after is None, "restart" not in c.id))
+        order = sorted(chosen, key=lambda c: (c.stop_after_s is None, "restart" not in c.id))
         for future in [pool.submit(run, case, side) for case in order for side in ("real", "runner")]:
             future.result()
     return results

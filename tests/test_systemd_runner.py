@@ -125,7 +125,7 @@ def test_a_trainer_stopped_with_kill_mode_mixed_saves_and_ends_inactive(home, tm
 
 def test_control_group_mode_signals_every_process_of_the_unit(home, tmp_path):
     path = unit(tmp_path, f"ExecStart={SH} -c 'sleep 300 & exec sleep 301'\nKillMode=control-group\n")
-    with UnitRun(path, stop_after=0.5) as run:
+    with UnitRun(path, stop_after_s=0.5) as run:
         state = run.wait(30)
     first = named(run.events, "kill")[0]
     assert first["signal"] == "SIGTERM" and len(first["pids"]) == 2 and state == "inactive"
@@ -133,7 +133,7 @@ def test_control_group_mode_signals_every_process_of_the_unit(home, tmp_path):
 
 def test_mixed_mode_kills_the_leftovers_with_sigkill_after_the_main_process(home, tmp_path):
     path = unit(tmp_path, f"ExecStart={SH} -c 'sleep 300 & exec sleep 301'\nKillMode=mixed\n")
-    with UnitRun(path, stop_after=0.5) as run:
+    with UnitRun(path, stop_after_s=0.5) as run:
         run.wait(30)
     kills = named(run.events, "kill")
     assert [k["signal"] for k in kills] == ["SIGTERM", "SIGKILL"]
@@ -184,7 +184,7 @@ def test_environment_files_specifiers_and_the_journal(home, tmp_path):
 def test_exec_stop_gets_mainpid(home, tmp_path):
     seen = tmp_path / "mainpid"
     path = unit(tmp_path, f"ExecStart={SH} -c 'sleep 30'\nExecStop={SH} -c 'echo $MAINPID > {seen}; kill $MAINPID'\n")
-    with UnitRun(path, stop_after=0.5) as run:
+    with UnitRun(path, stop_after_s=0.5) as run:
         assert run.wait(30) == "inactive"
     main = named(run.events, "start", phase="ExecStart")[0]["pid"]
     assert seen.read_text().strip() == str(main)

@@ -21,9 +21,9 @@ def add_arguments(sub) -> None:
     run = actions.add_parser("run", help="run a .service with systemd's semantics (Ctrl-C stops it)")
     run.add_argument("file", metavar="FILE")
     run.add_argument("--json", action="store_true", help="events as JSON lines")
-    run.add_argument("--for", dest="run_for", type=float, default=None, metavar="SEC",
+    run.add_argument("--for", dest="run_for_s", type=float, default=None, metavar="SEC",
                      help="stop the unit after SEC seconds if it still runs")
-    run.add_argument("--stop-after", type=float, default=None, metavar="SEC",
+    run.add_argument("--stop-after", dest="stop_after_s", type=float, default=None, metavar="SEC",
                      help="`systemctl stop` the unit after SEC seconds")
     run.add_argument("--real", action="store_true",
                      help="run it on the real systemd user manager (a copy in its unit folder), where one runs")
@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     from labkit.systemd.service import ServiceSpec
     from labkit.systemd.unitfile import load
 
-    check_options(args.stop_after, args.run_for)
+    check_options(args.stop_after_s, args.run_for_s)
     unit = load(args.file)
     if unit.type != ".service":
         raise BadArgument(f"{unit.name}: `labkit unit run` runs .service units; for a timer use `labkit unit timer`")
@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         state = _run_real(unit, journal, emit, args)
     else:
         assert spec is not None  # read above unless --real
-        state = supervise(spec, journal, emit, stop_after=args.stop_after, run_for=args.run_for)
+        state = supervise(spec, journal, emit, stop_after_s=args.stop_after_s, run_for_s=args.run_for_s)
     if not args.json:
         print(f"{unit.name}: {state}; journal: labkit unit logs {unit.name}", file=sys.stderr)
     return 0 if state == "inactive" else 1
@@ -97,8 +97,8 @@ def _run_real(unit, journal, emit, args: argparse.Namespace) -> str:
         journal.event(record)
         emit(record)
 
-    limit = min(x for x in (args.stop_after, args.run_for, float("inf")) if x is not None)
-    return run_real(unit, report, stop_after=None if limit == float("inf") else limit,
+    limit = min(x for x in (args.stop_after_s, args.run_for_s, float("inf")) if x is not None)
+    return run_real(unit, report, stop_after_s=None if limit == float("inf") else limit,
                     stop_requested=lambda: bool(asked))
 
 

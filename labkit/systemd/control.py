@@ -30,13 +30,13 @@ class UnitRun:
     """``labkit unit run FILE --json`` (``--real`` if ``real``) started in the background, with its
     events collected in :attr:`events` (dicts, in the order they came)."""
 
-    def __init__(self, path: str | os.PathLike, stop_after: float | None = None, run_for: float | None = None,
+    def __init__(self, path: str | os.PathLike, stop_after_s: float | None = None, run_for_s: float | None = None,
                  env: dict[str, str] | None = None, real: bool = False) -> None:
         self.path = Path(path)
         self.real = real
         argv = [sys.executable, "-m", "labkit", "unit", "run", str(self.path), "--json"] + (["--real"] if real else [])
-        argv += ["--stop-after", str(stop_after)] if stop_after is not None else []
-        argv += ["--for", str(run_for)] if run_for is not None else []
+        argv += ["--stop-after", str(stop_after_s)] if stop_after_s is not None else []
+        argv += ["--for", str(run_for_s)] if run_for_s is not None else []
         self.events: list[dict] = []
         self.errors = ""
         self._changed = threading.Condition()
@@ -122,7 +122,7 @@ class UnitRun:
         self.close()
 
 
-def run_unit(path: str | os.PathLike, stop_after: float | None = None, run_for: float | None = None,
+def run_unit(path: str | os.PathLike, stop_after_s: float | None = None, run_for_s: float | None = None,
              timeout_s: float = 300.0, real: bool = False) -> tuple[str, list[dict]]:
     """Run a unit to its end (or the time limits); return (final state, events).
 
@@ -131,6 +131,6 @@ def run_unit(path: str | os.PathLike, stop_after: float | None = None, run_for: 
     Raises:
         LabkitError: the unit was refused (its one-line reason), or it still ran after ``timeout_s``.
     """
-    with UnitRun(path, stop_after=stop_after, run_for=run_for, real=real) as run:
+    with UnitRun(path, stop_after_s=stop_after_s, run_for_s=run_for_s, real=real) as run:
         state = run.wait(timeout_s)
         return state, list(run.events)

@@ -94,12 +94,12 @@ def keeper_name(unit_name: str) -> str:
     return "labkit-keep-" + re.sub(r"[^A-Za-z0-9_.:-]", "_", unit_name) + ".target"
 
 
-def run_real(unit: UnitFile, emit: Callable[[dict], None], stop_after: float | None = None,
+def run_real(unit: UnitFile, emit: Callable[[dict], None], stop_after_s: float | None = None,
              stop_requested: Callable[[], bool] = lambda: False) -> str:
     """Run ``unit`` on the user manager until it is inactive or failed; return that state.
 
     ``emit`` gets each event as a dict (``event``, ``t`` in seconds since the start, ``unit``,
-    ``real``: True, and the event's fields). ``stop_after`` (seconds) or ``stop_requested()``
+    ``real``: True, and the event's fields). ``stop_after_s`` (seconds) or ``stop_requested()``
     becoming true stop the unit with ``systemctl --user stop``.
 
     Raises:
@@ -110,7 +110,7 @@ def run_real(unit: UnitFile, emit: Callable[[dict], None], stop_after: float | N
     reason = why_unavailable()
     if reason:
         raise ToolMissing("systemd --user", reason)
-    return RealRun(unit, emit).run(stop_after, stop_requested)
+    return RealRun(unit, emit).run(stop_after_s, stop_requested)
 
 
 class RealRun:
@@ -153,7 +153,7 @@ class RealRun:
                     **fields})
 
     # --- the run -----------------------------------------------------------------------------
-    def run(self, stop_after: float | None, stop_requested: Callable[[], bool]) -> str:
+    def run(self, stop_after_s: float | None, stop_requested: Callable[[], bool]) -> str:
         try:
             self._install()
             self._follow_journal()
@@ -161,7 +161,7 @@ class RealRun:
             self.started = time.monotonic()
             self.wall_offset = time.time() - time.monotonic()
             self._systemctl("start", "--no-block", self.name, check=True)
-            return self._watch(stop_after, stop_requested)
+            return self._watch(stop_after_s, stop_requested)
         finally:
             self._clean_up()
 
@@ -236,7 +236,7 @@ class RealRun:
         quoted = re.search(r'"(.*)"', load_error)
         return quoted.group(1) if quoted else (load_error or f"LoadState={state.get('LoadState')}")
 
-    def _watch(self, stop_after: float | None, stop_requested: Callable[[], bool]) -> str:
+    def _watch(self, stop_after_s: float | None, stop_requested: Callable[[], bool]) -> str:
         stopping = False
         last_change = time.monotonic()
         previous: dict[str, str] = {}
@@ -249,7 +249,7 @@ class RealRun:
             previous = state
             if self._finished(state):
                 return self._finish(state)
-            wants_stop = stop_requested() or (stop_after is not None and time.monotonic() - self.started >= stop_after)
+            wants_stop = stop_requested() or (stop_after_s is not None and time.monotonic() - self.started >= stop_after_s)
             if wants_stop and not stopping:
                 stopping = True
                 main = int(state.get("MainPID") or 0) or None

@@ -143,7 +143,7 @@ class Supervisor:
                 # that run succeeded (measured with systemd 252: a crash loop ends in 'exit-code')
                 result = last if last not in (None, "success") else "start-limit-hit"
                 self.emit("failed", result=result, message="Start request repeated too quickly: started "
-                          f"{self.spec.start_limit_burst} times within {self.spec.start_limit_interval:g} s "
+                          f"{self.spec.start_limit_burst} times within {self.spec.start_limit_interval_s:g} s "
                           "(StartLimitBurst=, StartLimitIntervalSec=)")
                 return "failed"
             result, outcome = self._one_cycle()
@@ -174,7 +174,7 @@ class Supervisor:
         self.result, self.main, self.main_outcome = "success", None, None
         clean = self._start()
         if clean:
-            self._run_commands("ExecStop", self.spec.timeout_stop)  # a clean end or a stop request only
+            self._run_commands("ExecStop", self.spec.timeout_stop_s)  # a clean end or a stop request only
         self._enter_signal(final=False)
         self._stop_post()
         self._enter_signal(final=True)
@@ -183,13 +183,13 @@ class Supervisor:
     def _start(self) -> bool:
         """ExecStartPre, ExecStart, ExecStartPost, then the run; True if it ended cleanly (or was
         asked to stop), so that ExecStop= runs; False after a failure."""
-        if not self._run_commands("ExecStartPre", self.spec.timeout_start):
+        if not self._run_commands("ExecStartPre", self.spec.timeout_start_s):
             return False
         if self.spec.type == "oneshot":
             return self._run_oneshot()
         command = self.spec.commands["ExecStart"][0]
         if self.spec.type == "forking":
-            if not self._run_commands("ExecStart", self.spec.timeout_start):
+            if not self._run_commands("ExecStart", self.spec.timeout_start_s):
                 return False
             self.main = self._guess_main_pid()
         else:
@@ -198,7 +198,7 @@ class Supervisor:
                 self.main_outcome = Outcome.exec_failure(*self._exec_failure)
                 self._fail("exit-code")  # Type=exec: the start fails; simple: it ran and died with 203
                 return False
-        if not self._run_commands("ExecStartPost", self.spec.timeout_start):
+        if not self._run_commands("ExecStartPost", self.spec.timeout_start_s):
             return False
         return self._supervise_main(command)
 
@@ -209,7 +209,7 @@ class Supervisor:
                 self.main_outcome = Outcome.exec_failure(*self._exec_failure)
                 self._fail("exit-code")
                 return False
-            outcome = self._wait_control("ExecStart", self.main, self.spec.timeout_start)
+            outcome = self._wait_control("ExecStart", self.main, self.spec.timeout_start_s)
             if outcome is None:
                 if self.stop_requested:  # stopped while it ran: the kill steps end it, no failure
                     self.emit("stopping", reason=self.stop_requested, main_pid=None)
@@ -220,7 +220,7 @@ class Supervisor:
             if not (self._is_clean(outcome) or command.ignore_failure):
                 self._fail(self._result_of(outcome))
                 return False
-        if not self._run_commands("ExecStartPost", self.spec.timeout_start):
+        if not self._run_commands("ExecStartPost", self.spec.timeout_start_s):
             return False
         if self.spec.remain_after_exit:
             self.emit("active", state="active (exited)", message="RemainAfterExit=yes: active until stopped")
@@ -274,7 +274,7 @@ class Supervisor:
             main_alive = self._main_alive()
             if not self._kill_context(kill, final):
                 continue  # nothing to wait for: systemd moves on at once
-            deadline = time.monotonic() + self.spec.timeout_stop
+            deadline = time.monotonic() + self.spec.timeout_stop_s
             if self._wait_stopped(main_alive, deadline):
                 return
             self._fail("timeout")
@@ -333,8 +333,8 @@ class Supervisor:
 
     def _stop_post(self) -> None:
         """ExecStopPost=, then (KillMode=none) wait TimeoutStopSec= for the main process."""
-        deadline = time.monotonic() + self.spec.timeout_stop
-        self._run_commands("ExecStopPost", self.spec.timeout_stop)
+        deadline = time.monotonic() + self.spec.timeout_stop_s
+        self._run_commands("ExecStopPost", self.spec.timeout_stop_s)
         if self._main_alive():
             while self._main_alive() and time.monotonic() < deadline:
                 time.sleep(_POLL_S)
@@ -527,10 +527,10 @@ class Supervisor:
         return self.spec.restart in _RESTARTS_ON.get(result, set())
 
     def _start_limit_hit(self) -> bool:
-        if self.spec.start_limit_interval <= 0 or self.spec.start_limit_burst <= 0:
+        if self.spec.start_limit_interval_s <= 0 or self.spec.start_limit_burst <= 0:
             return False  # either one 0 disables rate limiting
         now = time.monotonic()
-        recent = [t for t in self.starts if now - t < self.spec.start_limit_interval]
+        recent = [t for t in self.starts if now - t < self.spec.start_limit_interval_s]
         return len(recent) >= self.spec.start_limit_burst
 
     def _sleep(self, seconds: float) -> bool:
@@ -628,7 +628,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def supervise(spec: ServiceSpec, journal: Journal, emit: Callable[[dict], None],
-              stop_after: float | None = None, run_for: float | None = None) -> str:
+              stop_after_s: float | None = None, run_for_s: float | None = None) -> str:
     """Run ``spec`` in this process until inactive/failed (or the time limits); return the final state.
 
     SIGTERM, SIGINT and SIGHUP to this process request a stop, as ``systemctl stop`` would.
@@ -640,7 +640,7 @@ def supervise(spec: ServiceSpec, journal: Journal, emit: Callable[[dict], None],
                         (signal.SIGHUP, "SIGHUP to the runner")):
         signal.signal(sig, lambda *_, why=reason: supervisor.request_stop(why))
     timers = []
-    for seconds, reason in ((stop_after, f"--stop-after {stop_after}"), (run_for, f"--for {run_for}")):
+    for seconds, reason in ((stop_after_s, f"--stop-after {stop_after_s}"), (run_for_s, f"--for {run_for_s}")):
         if seconds is not None:
             timer = threading.Timer(seconds, supervisor.request_stop, args=(reason,))
             timer.daemon = True
@@ -671,9 +671,9 @@ def _end_leftovers(supervisor: Supervisor) -> None:
             time.sleep(_POLL_S)
 
 
-def check_options(stop_after: float | None, run_for: float | None) -> None:
+def check_options(stop_after_s: float | None, run_for_s: float | None) -> None:
     """Refuse negative or NaN durations."""
-    for name, value in (("--stop-after", stop_after), ("--for", run_for)):
+    for name, value in (("--stop-after", stop_after_s), ("--for", run_for_s)):
         if value is not None and not 0 <= value < math.inf:
             raise BadArgument(f"{name} must be a number of seconds >= 0, got {value}")
 

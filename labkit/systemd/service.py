@@ -51,7 +51,7 @@ class ServiceSpec:
     commands: dict[str, list[ExecCommand]] = field(default_factory=dict)
     restart: str = "no"
     restart_sec: float = 0.1
-    start_limit_interval: float = 10.0
+    start_limit_interval_s: float = 10.0
     start_limit_burst: int = 5
     success_codes: frozenset[int] = frozenset()
     success_signals: frozenset[int] = frozenset()
@@ -60,8 +60,8 @@ class ServiceSpec:
     force_codes: frozenset[int] = frozenset()
     force_signals: frozenset[int] = frozenset()
     remain_after_exit: bool = False
-    timeout_start: float = 90.0
-    timeout_stop: float = 90.0
+    timeout_start_s: float = 90.0
+    timeout_stop_s: float = 90.0
     kill_mode: str = "control-group"
     kill_signal: signal.Signals = signal.SIGTERM
     final_kill_signal: signal.Signals = signal.SIGKILL
@@ -121,7 +121,7 @@ class ServiceSpec:
         self.restart = _choice("Restart", get("Restart", "no"), RESTARTS)
         self.restart_sec = parse_timespan(get("RestartSec", "100ms"))
         interval = unit.get("Unit", "StartLimitIntervalSec") or unit.get("Service", "StartLimitInterval") or "10s"
-        self.start_limit_interval = parse_timespan(interval)
+        self.start_limit_interval_s = parse_timespan(interval)
         self.start_limit_burst = int(unit.get("Unit", "StartLimitBurst") or unit.get("Service", "StartLimitBurst") or 5)
         self.success_codes, self.success_signals = parse_exit_statuses(" ".join(unit.get_list("Service", "SuccessExitStatus")))
         self.prevent_codes, self.prevent_signals = parse_exit_statuses(
@@ -130,10 +130,10 @@ class ServiceSpec:
             " ".join(unit.get_list("Service", "RestartForceExitStatus")))
         self.remain_after_exit = parse_bool(get("RemainAfterExit", "no"))
         timeout = unit.get("Service", "TimeoutSec")
-        self.timeout_start = parse_timespan(get("TimeoutStartSec", timeout or ("infinity" if kind == "oneshot" else "90s")))
-        self.timeout_stop = parse_timespan(get("TimeoutStopSec", timeout or "90s"))
-        self.timeout_start = self.timeout_start or math.inf  # 0 disables the timeout
-        self.timeout_stop = self.timeout_stop or math.inf
+        self.timeout_start_s = parse_timespan(get("TimeoutStartSec", timeout or ("infinity" if kind == "oneshot" else "90s")))
+        self.timeout_stop_s = parse_timespan(get("TimeoutStopSec", timeout or "90s"))
+        self.timeout_start_s = self.timeout_start_s or math.inf  # 0 disables the timeout
+        self.timeout_stop_s = self.timeout_stop_s or math.inf
         self.kill_mode = _choice("KillMode", get("KillMode", "control-group"), KILL_MODES)
         if self.kill_mode == "none":  # systemd 252 warns so when it loads the unit
             self.notes.append("Unit uses KillMode=none. This is unsafe, as it disables systemd's process lifecycle "

@@ -29,7 +29,7 @@ class TrainConfig:
     run_dir: Path
     epochs: int = 5
     steps_per_epoch: int = 50
-    step_time: float = 0.02
+    step_time_s: float = 0.02
     seed: int = 0
     workers: int = 0
     memory_mb: int = 0
@@ -39,7 +39,7 @@ class TrainConfig:
     resume: bool = False
     fault: str | None = None
     fault_step: int = 10
-    shutdown_seconds: float = 30.0
+    shutdown_s: float = 30.0
     micro_batches: int = 4
     batch_size: int = 16
     hidden: int = 64
@@ -47,8 +47,8 @@ class TrainConfig:
     momentum: float = 0.9
     ranks: int = 1
     rank: int | None = None  # set by the launcher for each rank process
-    grace_period: float = 10.0
-    rank_timeout: float = 30.0
+    grace_s: float = 10.0
+    rank_timeout_s: float = 30.0
 
     def identity(self) -> dict:
         """Return the settings a checkpoint must agree with to be resumed."""
@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--run-dir", required=True, type=Path, help="folder for train.log, metrics, checkpoints")
     add("--epochs", type=_at_least(1), default=5, help="epochs to train (default 5)")
     add("--steps-per-epoch", type=_at_least(1), default=50, help="optimizer steps per epoch")
-    add("--step-time", type=_at_least(0.0, float), default=0.02,
+    add("--step-time", dest="step_time_s", type=_at_least(0.0, float), default=0.02,
         help="seconds one step takes, like a GPU step would (default 0.02)")
     add("--seed", type=_at_least(0), default=0, help="seed of data, init, shuffling, dropout")
     add("--workers", type=_at_least(0), default=0, help="data-loader worker processes")
@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--resume", action="store_true", help="continue from the newest valid checkpoint")
     add("--fault", choices=FAULTS, default=None, help="misbehave on purpose (for the lessons)")
     add("--fault-step", type=_at_least(1), default=10, help="global step at which the fault starts")
-    add("--shutdown-seconds", type=_at_least(0.0, float), default=30.0,
+    add("--shutdown-seconds", dest="shutdown_s", type=_at_least(0.0, float), default=30.0,
         help="seconds the slow-shutdown fault spends before saving (default 30)")
     add("--micro-batches", type=_at_least(1), default=4,
         help="micro-batches per step (gradient accumulation); stop requests are checked between them")
@@ -103,9 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--ranks", type=_at_least(1), default=1,
         help="data-parallel rank processes (a launcher starts them, like torchrun)")
     add("--rank", type=_at_least(0), default=None, help=argparse.SUPPRESS)  # set by the launcher
-    add("--grace-period", type=_at_least(0.0, float), default=10.0,
+    add("--grace-period", dest="grace_s", type=_at_least(0.0, float), default=10.0,
         help="with --ranks: seconds the other ranks get after SIGTERM when one fails, before SIGKILL")
-    add("--rank-timeout", type=_at_least(0.1, float), default=30.0,
+    add("--rank-timeout", dest="rank_timeout_s", type=_at_least(0.1, float), default=30.0,
         help="with --ranks: seconds a rank waits for the others before giving up (like NCCL's timeout)")
 
 

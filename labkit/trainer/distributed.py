@@ -67,7 +67,7 @@ def launch(config, argv: list[str]) -> int:
         codes = [p.poll() for p in ranks]
         failed = [r for r, code in enumerate(codes) if code not in (None, 0)]
         if failed:
-            return _stop_after_failure(ranks, failed, codes, config.grace_period, log)
+            return _stop_after_failure(ranks, failed, codes, config.grace_s, log)
         if all(code == 0 for code in codes):
             log.write("launcher: every rank exited 0")
             return 0

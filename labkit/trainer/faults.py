@@ -25,10 +25,10 @@ class Faults:
     """Inject the fault named by ``--fault`` at ``--fault-step``."""
 
     def __init__(self, kind: str | None, fault_step: int, log: Callable[[str], None],
-                 shutdown_seconds: float = 30.0) -> None:
+                 shutdown_s: float = 30.0) -> None:
         self.kind = kind
         self.fault_step = fault_step
-        self.shutdown_seconds = shutdown_seconds
+        self.shutdown_s = shutdown_s
         self._log = log
         self._leaked: list[np.ndarray] = []
         self._leak_cap_bytes = _leak_cap_bytes()
@@ -42,7 +42,7 @@ class Faults:
     @property
     def slow_shutdown_s(self) -> float:
         """Extra seconds the shutdown takes (``slow-shutdown``)."""
-        return self.shutdown_seconds if self.kind == "slow-shutdown" else 0.0
+        return self.shutdown_s if self.kind == "slow-shutdown" else 0.0
 
     def after_step(self, global_step: int) -> None:
         """Run the fault's effect after ``global_step`` completed."""

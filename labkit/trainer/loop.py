@@ -84,7 +84,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.files = RunFiles(config.run_dir)
-        self.faults = Faults(config.fault, config.fault_step, self.files.log, config.shutdown_seconds)
+        self.faults = Faults(config.fault, config.fault_step, self.files.log, config.shutdown_s)
         ignore = (signal.SIGTERM,) if self.faults.ignores_sigterm else ()
         self.flags = SignalFlags(ignore=ignore, stack_file=self.files.log_file)
         self._state: TrainState | None = None  # set by run(), before the loop reads it
@@ -218,7 +218,7 @@ class Trainer:
             loss, grads = model.loss_and_grads(state.params, x, y, state.rng)
             losses.append(loss)
             grads_sum = grads if grads_sum is None else {k: grads_sum[k] + grads[k] for k in grads}
-            _sleep_until(started + config.step_time * (micro + 1) / config.micro_batches)
+            _sleep_until(started + config.step_time_s * (micro + 1) / config.micro_batches)
         if grads_sum is None:
             raise BadArgument(f"micro_batches must be at least 1, got {config.micro_batches}")
         mean = {k: g / config.micro_batches for k, g in grads_sum.items()}

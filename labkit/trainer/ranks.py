@@ -49,7 +49,7 @@ class RankTrainer(Trainer):
     def run(self) -> int:
         """Join the group, train, and leave it; 1 if a peer was lost."""
         try:
-            self._group = Group(self.rank, self.world, self.config.rank_timeout)
+            self._group = Group(self.rank, self.world, self.config.rank_timeout_s)
             self.files.log(f"rank {self.rank} of {self.world}: connected")
             return super().run()
         except RankLost as err:
@@ -79,7 +79,7 @@ class RankTrainer(Trainer):
             x, y = self.loader.get(state.position * config.micro_batches + micro)
             rng = micro_batch_rng(config.seed, state.global_step, micro)
             mine[micro] = model.loss_and_grads(state.params, x, y, rng)
-            _sleep_until(started + config.step_time * count / config.micro_batches)
+            _sleep_until(started + config.step_time_s * count / config.micro_batches)
         total, losses, stop = self.group.allreduce(state.global_step, mine, self.flags.stopping)
         mean = {k: g / config.micro_batches for k, g in total.items()}
         model.sgd_momentum(state.params, state.velocity, mean, config.lr, config.momentum)
