@@ -499,8 +499,12 @@ def _share_journald() -> int | None:
         if binary is None or _journal_answers():
             return None  # none to start, or the machine's own journald (not ours to stop)
         made = [str(f) for f in (JOURNAL_SOCKETS, VOLATILE_JOURNAL) if not f.exists()]
+        # Shared by every labkit manager on the machine, it outlives the caller that started it:
+        # it gets none of that caller's environment (a test run's leak-check tag would make the
+        # first run's check kill it while a later run still logs to it).
         proc = subprocess.Popen([binary], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+                                stderr=subprocess.DEVNULL, start_new_session=True,
+                                env={"PATH": os.environ.get("PATH", os.defpath)})
         deadline = time.monotonic() + 5.0
         while not (JOURNAL_SOCKETS / "stdout").is_socket():
             if proc.poll() is not None or time.monotonic() > deadline:
