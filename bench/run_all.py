@@ -23,8 +23,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 QUICK_FLAGS = {"bench_crash.py": ["--quick"], "bench_limits.py": ["--quick"], "bench_stop.py": ["--stops", "10"],
-               "bench_monitor.py": ["--rounds", "1"], "bench_grade.py": ["--submissions", "6", "--rounds", "1"],
-               "bench_grade_course.py": ["--rounds", "1"]}
+               "bench_job_stop.py": ["--stops", "8"], "bench_monitor.py": ["--rounds", "1"],
+               "bench_grade.py": ["--submissions", "6", "--rounds", "1"], "bench_grade_course.py": ["--rounds", "1"]}
 _VERDICT = re.compile(r"\b(PASS|FAIL)\b")
 
 
