@@ -109,9 +109,9 @@ def limited(command: list[str], spec: LimitSpec, **popen_kwargs) -> Iterator[lim
     try:
         yield run
     finally:
-        if run.popen.poll() is None:
-            run.popen.kill()
-        run.wait()  # reaps; stops the throttle or cpulimit; kills what is left in the cgroup, removes it
+        # the whole tree (its process group, its cgroup): SIGTERM then at once SIGKILL; reaps; stops the
+        # throttle or cpulimit; removes the cgroup
+        run.stop(grace_s=0)
         if run.popen.stdout is not None:
             run.popen.stdout.close()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -47,6 +49,23 @@ def tree_share(pid: int, seconds: float) -> float:
     return (used() - before) / (time.monotonic() - started) * 100
 
 
+def assert_near(share: float, target: float, tolerance: float, what: str) -> None:
+    """``share`` within ``tolerance`` of ``target``; too low counts only where the machine had room
+    (a free busy loop, measured then, got more than the target), else the check is skipped, saying so."""
+    if share < target - tolerance:
+        free_loop = subprocess.Popen(BUSY)
+        try:
+            time.sleep(0.2)
+            free = cpu_share(free_loop.pid, 1.0)
+        finally:
+            free_loop.kill()
+            free_loop.wait()
+        if free < target + tolerance:
+            pytest.skip(f"the machine is too loaded to check {what}: a free busy loop got {free:.0f}% of a CPU "
+                        f"(load average {os.getloadavg()[0]:.1f}); measured {share:.0f}%")
+    assert abs(share - target) <= tolerance, f"{what}: {share:.1f}% of a CPU for {target}%"
+
+
 # a parent and two busy children, all busy: the shape of a trainer with data-loader workers
 TREE = [sys.executable, "-c", "import subprocess, sys\n"
         "kids = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(2)]\n"
@@ -66,7 +85,7 @@ def test_a_30_percent_quota_holds_a_busy_loop(mechanism):
     with run_limited(BUSY, LimitSpec(cpu_quota=30, mechanism=mechanism)) as run:
         time.sleep(0.5)  # let a throttle settle
         share = cpu_share(run.pid, 2.5)
-        assert abs(share - 30) <= tolerance, f"{mechanism}: {share:.1f}% of a CPU for a 30% quota"
+        assert_near(share, 30, tolerance, f"a 30% quota under {mechanism}")
         assert run.applied[0].limit == "cpu quota"
     assert not leftover_cgroups()
 
@@ -121,10 +140,13 @@ def test_limit_pid_renices_every_thread_and_sets_rlimits_of_a_running_process(sp
 def test_limit_pid_moves_a_running_busy_loop_into_a_quota(spawn):
     proc = spawn.popen(BUSY)
     time.sleep(0.3)
-    assert cpu_share(proc.pid, 1.0) > 60
+    free = cpu_share(proc.pid, 1.0)
+    if free < 60:  # the quota's check below needs a machine with room for more than 20%
+        pytest.skip(f"the machine is too loaded: a busy loop got {free:.0f}% of a CPU "
+                    f"(load average {os.getloadavg()[0]:.1f})")
     applied, helpers = limit_pid(proc.pid, LimitSpec(cpu_quota=20))
     try:
-        assert abs(cpu_share(proc.pid, 2.0) - 20) <= 5
+        assert_near(cpu_share(proc.pid, 2.0), 20, 5, "a 20% quota on a running process")
         assert "cgroup" in applied[0].mechanism
     finally:
         proc.kill()
@@ -200,15 +222,21 @@ def test_doctor_and_limits_agree_on_a_played_machine(monkeypatch, tmp_path, offe
 
 
 def test_a_systemd_scope_wraps_the_command_with_the_same_limits():
-    from labkit.limits import _in_scope
+    from labkit.limits.scope import scope_command
 
-    argv = _in_scope(["python3", "train.py"], LimitSpec(cpu_quota=30, memory_max=200 * 2**20),
-                     {"cpu": "scope", "memory": "scope"})
-    assert argv == ["systemd-run", "--user", "--scope", "--quiet", "-p", "CPUQuota=30%", "-p", "MemoryMax=209715200",
-                    "--", "python3", "train.py"]
+    argv = scope_command(["python3", "train.py"], LimitSpec(cpu_quota=30, memory_max=200 * 2**20), cpu=True,
+                         memory=True, unit="labkit-limit-1-2.scope")
+    assert argv == ["systemd-run", "--user", "--scope", "--quiet", "--unit=labkit-limit-1-2.scope",
+                    "-p", "CPUQuota=30%", "-p", "MemoryMax=209715200", "--", "python3", "train.py"]
     if CAN["scope"] is not None:
         with pytest.raises(BadArgument, match="not available here"):
             run_limited(["true"], LimitSpec(cpu_quota=30, mechanism="scope"))
+
+
+def test_a_running_process_is_never_put_in_a_scope(spawn):
+    proc = spawn.popen(["sleep", "30"])
+    with pytest.raises(BadArgument, match="scope holds only a command it starts"):
+        limit_pid(proc.pid, LimitSpec(cpu_quota=30, mechanism="scope"))
 
 
 @pytest.mark.skipif(CAN["cpulimit"] is not None, reason=f"{CAN['cpulimit']}")
@@ -221,9 +249,10 @@ def test_cpulimit_cannot_hold_a_tree_so_the_throttle_takes_over_and_says_so(caps
             time.sleep(0.05)
         time.sleep(0.5)  # let the throttle settle
         share = tree_share(run.pid, 3.0)
-        assert abs(share - 40) <= 8, f"the tree used {share:.1f}% of a CPU for a 40% quota"
+        assert_near(share, 40, 8, "a tree's 40% quota after cpulimit handed it over")
         said = capsys.readouterr().err
-        assert "cpulimit cannot hold pid" in said and "2 child processes" in said and "--mechanism throttle" in said
+        # the handover happens at the first child seen: on a loaded machine the second may come later
+        assert re.search(r"cpulimit cannot hold pid \d+'s [12] child process", said) and "--mechanism throttle" in said
         assert len(said.strip().splitlines()) == 1
         assert "throttle" in run.applied[0].mechanism and "cpulimit" in run.applied[0].mechanism
     finally:
@@ -236,7 +265,8 @@ def test_cpulimit_alone_holds_one_process_and_is_named():
     with run_limited(BUSY, LimitSpec(cpu_quota=40, mechanism="cpulimit")) as run:
         time.sleep(0.5)
         assert run.applied[0].mechanism.startswith("cpulimit")
-        assert run._helpers[0].handed_over is None
+        assert run.mechanisms[0].watched.handed_over is None
+        assert run.verify()[run.mechanisms[0].describe()]["argv"].endswith(f"-p {run.pid} -l 40 -z")
 
 
 @pytest.mark.skipif(CAN["cpulimit"] is not None, reason=f"{CAN['cpulimit']}")
@@ -252,3 +282,164 @@ def test_cpulimit_on_a_running_process_with_children_is_refused_in_one_line(spaw
     assert "2 child processes" in refused.stderr and "--mechanism throttle or cgroup" in refused.stderr
     assert not [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "cpulimit"
                 and str(proc.pid) in (p.info["cmdline"] or [])]
+
+
+def survivors(procs: list[psutil.Process]) -> list[int]:
+    """Pids of ``procs`` still running (a zombie has ended)."""
+    left = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(proc.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
+def started_tree(run, size: int) -> list[psutil.Process]:
+    root = psutil.Process(run.pid)
+    deadline = time.monotonic() + 10
+    while len(root.children(recursive=True)) < size - 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [root, *root.children(recursive=True)]
+
+
+@pytest.mark.parametrize("mechanism", [m for m in ("throttle", "cpulimit") if CAN[m] is None])
+def test_stopping_a_throttled_tree_without_a_cgroup_ends_every_process_it_started(mechanism):
+    """No cgroup holds these: the stop must find the workers itself (its process group, its tree)."""
+    run = run_limited(TREE, LimitSpec(cpu_quota=40, mechanism=mechanism))
+    procs = started_tree(run, 3)
+    try:
+        assert len(procs) == 3 and os.getpgid(procs[1].pid) == run.pid  # a group of its own, by default
+        time.sleep(0.5)  # let the throttle stop them at least once
+        assert run.stop(grace_s=2) == 128 + 15
+        assert survivors(procs) == []
+        assert "cgroup" not in run.applied[0].mechanism
+    finally:
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        run.wait()
+
+
+def test_stop_ends_workers_that_ignore_sigterm_after_the_grace_and_takes_the_old_keyword():
+    stubborn = [sys.executable, "-c", "import signal, subprocess, sys, time\n"
+                "code = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'\n"
+                "kids = [subprocess.Popen([sys.executable, '-c', code]) for _ in range(2)]\n"
+                "time.sleep(60)"]
+    run = run_limited(stubborn, LimitSpec(cpu_quota=50, mechanism="throttle"))
+    procs = started_tree(run, 3)
+    time.sleep(0.3)  # the workers have set their handlers
+    started = time.monotonic()
+    assert run.stop(timeout_s=0.5) == 128 + 15  # the top process ends on SIGTERM; its workers on SIGKILL
+    assert survivors(procs) == [] and time.monotonic() - started < 5
+
+
+def test_an_ended_command_leaves_no_orphan_behind():
+    """The top process exits at once; its worker, re-parented, is still in its group and goes with it."""
+    orphaning = [sys.executable, "-c", "import subprocess\nsubprocess.Popen(['sleep', '60'])"]
+    run = run_limited(orphaning, LimitSpec(cpu_quota=50, mechanism="throttle"))
+    started = time.time()
+    assert run.wait(30) == 0
+    left = [p for p in psutil.process_iter(["cmdline", "create_time"])
+            if p.info["cmdline"] == ["sleep", "60"] and p.info["create_time"] >= started - 1
+            and survivors([p]) and os.getpgid(p.pid) == run.pid]
+    assert left == []
+
+
+def test_verify_reads_the_limits_back_from_the_kernel():
+    mechanism = "cgroup" if CAN["cgroup-cpu"] is None else "throttle"
+    with run_limited(["sleep", "30"], LimitSpec(cpu_quota=30, rlimits={"nofile": 64}, mechanism=mechanism)) as run:
+        found = run.verify()
+        assert len(found) == 2 and all("\n" not in line for line in found)
+        knobs = {knob: value for seen in found.values() for knob, value in seen.items()}
+        assert knobs["RLIMIT_NOFILE"] == "64/64"
+        if mechanism == "cgroup":
+            assert "30000" in (knobs.get("cpu:cpu.cfs_quota_us") or knobs["v2:cpu.max"])
+            assert {value for knob, value in knobs.items() if knob.endswith(":member")} == {"true"}
+        else:
+            assert knobs["running"] == "true"
+    assert not leftover_cgroups()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--nofile", "-3"], "must be 0 or more"),
+    (["--nofile", str(2**40)], "fs.nr_open"),
+    (["--cpu-quota", "-5"], "above 0"),
+    (["--cpu-quota", "0"], "above 0"),
+    (["--memory-max", "12Q"], "bad size"),
+    (["--memory-max", "lots"], "bad size"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_anything_starts(args, words, tmp_path):
+    marker = tmp_path / "ran"
+    done = cli(*args, "--", "touch", str(marker))
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and words in done.stderr and "Traceback" not in done.stderr
+    assert not marker.exists()
+
+
+def test_a_limit_the_kernel_refuses_in_the_child_is_one_line_and_exit_1(monkeypatch, capsys):
+    """Were fs.nr_open unreadable, setrlimit(2) in the child would refuse it (EPERM, even for root)."""
+    from labkit import cli
+    from labkit.limits import spec
+
+    monkeypatch.setattr(spec, "nofile_ceiling", lambda: None)
+    assert cli.main(["limit", "--nofile", str(2**40), "--", "true"]) == 1
+    said = capsys.readouterr().err
+    assert len(said.splitlines()) == 1 and "the kernel refused a limit" in said, said
+
+
+def test_durations_carry_their_unit():
+    from labkit.cli import build_parser
+
+    assert build_parser().parse_args(["limit", "--pid", "5", "--for", "2.5"]).hold_for_s == 2.5
+
+
+def test_every_mechanism_describes_itself_in_one_line():
+    from labkit.limits.chooser import mechanisms
+
+    spec = LimitSpec(cpu_quota=30, memory_max=2**30, nice=3)
+    for chosen in ({"cpu": "throttle", "memory": "rlimit"}, {"cpu": "cpulimit", "memory": "scope"}):
+        for mechanism in mechanisms(spec, chosen):
+            line = mechanism.describe()
+            assert line and "\n" not in line and len(line) < 160, line
+            assert mechanism.applied(), mechanism.name
+
+
+def test_sigterm_to_labkit_limit_ends_the_whole_throttled_tree():
+    cmd = [sys.executable, "-m", "labkit", "limit", "--cpu-quota", "40", "--mechanism", "throttle", "--", *TREE]
+    labkit = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    procs: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(procs) < 4 and time.monotonic() < deadline:  # labkit, the command and its two workers
+            time.sleep(0.1)
+            procs = [psutil.Process(labkit.pid), *psutil.Process(labkit.pid).children(recursive=True)]
+        assert len(procs) == 4
+        labkit.terminate()  # what systemd or a shell's kill does: labkit passes it on to the command's group
+        _, said = labkit.communicate(timeout=30)
+        assert labkit.returncode == 128 + 15, said
+        assert survivors(procs) == []
+    finally:
+        for proc in procs[1:]:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        labkit.kill()
+        labkit.communicate()
+
+
+@pytest.mark.skipif(CAN["scope"] is not None, reason=f"{CAN['scope']}")
+def test_a_real_scope_holds_the_command_and_systemd_reports_its_quota():
+    with run_limited(["sleep", "30"], LimitSpec(cpu_quota=30, mechanism="scope")) as run:
+        assert run.applied[0].mechanism == "systemd-run --user --scope (CPUQuota=)"
+        deadline = time.monotonic() + 10
+        while (found := run.verify()[run.mechanisms[0].describe()]).get("ActiveState") != "active":
+            assert time.monotonic() < deadline, found
+            time.sleep(0.1)
+        assert found["CPUQuotaPerSecUSec"] == "300ms"
+        # systemd-run --scope execs the command (same pid) once the scope exists: on a loaded machine
+        # that exec can come just after the scope reports active
+        while psutil.Process(run.pid).name() != "sleep":
+            assert time.monotonic() < deadline, psutil.Process(run.pid).cmdline()
+            time.sleep(0.05)
+    assert run.returncode == 128 + 15

@@ -164,6 +164,14 @@ def mount_table() -> list[tuple[str, str, list[str]]]:
     return [(parts[1], parts[2], parts[3].split(",")) for parts in map(str.split, lines) if len(parts) >= 4]
 
 
+def nr_open() -> int:
+    """The most open files any process may be allowed (/proc/sys/fs/nr_open, 1048576 by default):
+    proc_sys_fs(5); setrlimit(RLIMIT_NOFILE) above it fails with EPERM, even for root.
+    Raises OSError (or ValueError for text that is not a number)."""
+    with open(f"{PROC}/sys/fs/nr_open") as handle:
+        return int(handle.read())
+
+
 def boot_id() -> str:
     """This boot's id (/proc/sys/kernel/random/boot_id), with its dashes. Raises OSError."""
     with open(f"{PROC}/sys/kernel/random/boot_id") as handle:
