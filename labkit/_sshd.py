@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, Protocol
 
+from labkit._linux import wait as _wait
 from labkit.errors import LabkitError, ToolMissing
 
 _CONFIG = """\
@@ -136,17 +137,22 @@ class LocalSshServer:
         self._scratch.cleanup()
 
     def _wait_listening(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def listening() -> str | None:
             if self.process.poll() is not None:
-                log = self.log().strip().splitlines()
-                self.stop()
-                raise LabkitError(f"sshd exited at once: {log[-1] if log else 'no message'}")
+                return "exited"
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                    return "listening"
             except OSError:
-                time.sleep(0.05)
+                return None
+
+        state = _wait.wait_for(listening, timeout_s, max_interval_s=0.05)
+        if state == "listening":
+            return
+        if state == "exited":
+            log = self.log().strip().splitlines()
+            self.stop()
+            raise LabkitError(f"sshd exited at once: {log[-1] if log else 'no message'}")
         self.stop()
         raise LabkitError(f"sshd did not listen on 127.0.0.1:{self.port} within {timeout_s:g} s")
 

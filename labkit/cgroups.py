@@ -17,12 +17,12 @@ tree is still found through ``cgroup.procs``. Membership is inherited by every c
 from __future__ import annotations
 
 import os
-import signal
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from labkit._linux import cgroup as _cgroup
+from labkit._linux import cgroup as _cgroup, wait as _wait
 from labkit._linux.tree import path as _proc_path
 
 
@@ -34,13 +34,21 @@ class CgroupSet:
     limits: list[str] = field(default_factory=list)  #: limits in force, in words
 
     def procs(self) -> set[int]:
-        """Pids of every process in any of the folders."""
+        """Pids of every process in any of the folders or the cgroups under them (a delegated
+        folder's workload may make its own child cgroups: their members are ours too)."""
         found: set[int] = set()
         for folder in self.folders.values():
             try:
-                found.update(int(line) for line in (folder / "cgroup.procs").read_text().split())
-            except (OSError, ValueError):
+                walk = list(os.walk(folder))
+            except OSError:
                 continue
+            for parent, _, files in walk:
+                if "cgroup.procs" not in files:
+                    continue
+                try:
+                    found.update(int(line) for line in (Path(parent) / "cgroup.procs").read_text().split())
+                except (OSError, ValueError):
+                    continue
         return found
 
     def oom_kills(self) -> int:
@@ -56,43 +64,32 @@ class CgroupSet:
             counter(self.folders.get("v2"), "pids.events", "max")
 
     def kill(self, timeout_s: float = 5.0) -> int:
-        """SIGKILL every member until none is left; return how many survived ``timeout_s``."""
-        deadline, pause = time.monotonic() + timeout_s, 0.001
-        while True:
-            members = self.procs()
-            if not members or time.monotonic() > deadline:
-                return len(members)
-            v2 = self.folders.get("v2")
+        """SIGKILL every member, child cgroups included, until none is left; return how many survived
+        ``timeout_s`` (processes in state D). Each round also writes v2's ``cgroup.kill`` (the whole
+        subtree, Linux 5.14) and holds the v1 freezer frozen while it signals, so nothing forks
+        meanwhile (a v1 freezer state applies to the cgroups under it too)."""
+        v2 = self.folders.get("v2")
+        freezer = self.folders.get("freezer")
+        frozen = False
+
+        def before(_: list[int]) -> None:
+            nonlocal frozen
             if v2 is not None and (v2 / "cgroup.kill").exists():
                 write(v2 / "cgroup.kill", "1")
-            freezer = self.folders.get("freezer")
             frozen = freezer is not None and write(freezer / "freezer.state", "FROZEN")
-            for pid in members:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            if frozen:
-                write(freezer / "freezer.state", "THAWED")  # type: ignore[operator]  # a frozen task dies once thawed
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+
+        def after(_: list[int]) -> None:
+            if frozen and freezer is not None:
+                write(freezer / "freezer.state", "THAWED")  # a frozen task dies once thawed
+
+        return len(_wait.kill_until_empty(self.procs, timeout_s, before=before, after=after))
 
     def remove(self, timeout_s: float = 2.0) -> None:
-        """Remove the folders (empty once their last member has exited)."""
+        """Remove the folders (empty once their last member has exited); one still busy after
+        ``timeout_s`` (a process stuck in state D) is left for the next run's :func:`remove_stale`."""
         deadline = time.monotonic() + timeout_s
         for folder in self.folders.values():
-            while True:
-                _remove_children(folder)
-                try:
-                    folder.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        break  # a process stuck in state D; the folder is removed with the next run
-                    time.sleep(0.01)
-
+            _wait.wait_for(partial(_removed, folder), deadline - time.monotonic(), max_interval_s=0.01)
 
     def add(self, pid: int) -> list[str]:
         """Move process ``pid`` (all its threads) into every folder; return the problems, in words."""
@@ -133,6 +130,18 @@ def discard(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
+
+
+def _removed(folder: Path) -> bool:
+    """Remove ``folder`` and its child cgroups; True once it is gone."""
+    _remove_children(folder)
+    try:
+        folder.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 def _remove_children(folder: Path) -> None:

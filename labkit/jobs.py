@@ -37,6 +37,7 @@ from typing import Iterator
 import psutil
 
 from labkit import signals as sigs
+from labkit._linux import wait as _wait
 from labkit._multiplexer import TOOLS, Multiplexer
 from labkit.errors import BadArgument, JobExists, JobTimeout, LabkitError, NoSuchJob, NotOurProcess
 
@@ -234,8 +235,8 @@ class Job:
 
     def wait(self, timeout_s: float | None = None) -> int | None:
         """Wait until the job's group is empty; return the exit code (None on timeout)."""
-        if not _wait_until(lambda: not self.members(), timeout_s):
-            return None
+        if _wait.wait_until_empty(lambda: [p.pid for p in self.members()], timeout_s):
+            return None  # members left: the wait sleeps on their pidfds, and wakes as the last one exits
         _wait_until(lambda: self.exit_info() is not None, 2.0)
         return self.exit_code
 
@@ -476,9 +477,5 @@ def _read_line(fd: int, timeout_s: float) -> str:
 
 
 def _wait_until(condition, timeout_s: float | None, poll_s: float = 0.02) -> bool:
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while not condition():
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        time.sleep(poll_s)
-    return True
+    """Whether ``condition()`` comes true within ``timeout_s``, polled on a backoff up to ``poll_s``."""
+    return bool(_wait.wait_for(condition, timeout_s, max_interval_s=poll_s))

@@ -27,11 +27,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import psutil
 
+from labkit._linux import wait as _wait
 from labkit._multiplexer import tmux_socket  # noqa: F401  (public here: lessons use it)
 from labkit.errors import BadArgument, LabkitError, ToolMissing
 from labkit.signals import explain_exit_code, terminate_child
@@ -216,13 +218,7 @@ class _Terminal:
             if not self.read(deadline - time.monotonic()):
                 raise LabkitError(f"the shell did not come back to its prompt; it printed: {self.output[-300:]!r}")
         for pid in pids:
-            while time.monotonic() < deadline:
-                try:
-                    if psutil.Process(pid).name() not in _LAUNCHERS:
-                        break
-                except psutil.NoSuchProcess:
-                    break
-                time.sleep(0.01)
+            _wait.wait_for(partial(_launched, pid), deadline - time.monotonic(), max_interval_s=0.01)
 
     def _close_master(self) -> None:
         try:
@@ -312,10 +308,8 @@ class _Reaper:
 
     def close(self, wait_for_orphans: bool) -> None:
         """Stop the reaper, once the orphans it adopted (killed survivors, tmux servers) are gone."""
-        if wait_for_orphans:
-            deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline and _live_children(self.process.pid):
-                time.sleep(0.05)
+        if wait_for_orphans:  # on their pidfds: the wait ends as the last one exits
+            _wait.wait_until_empty(lambda: [child.pid for child in _live_children(self.process.pid)], 5.0)
         terminate_child(self.process)
         os.close(self.report_fd)
 
@@ -427,9 +421,7 @@ class _SshTerminal(_Terminal):
     def close(self, wait_for_orphans: bool) -> None:
         reaper = self.reapers[0]
         if wait_for_orphans:  # the orphans are killed survivors, waiters and tmux servers ending now
-            deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline and len(_live_children(reaper.process.pid)) > 1:  # sshd stays
-                time.sleep(0.05)
+            _wait.wait_for(lambda: len(_live_children(reaper.process.pid)) <= 1, 5.0)  # sshd stays
         self.server.stop()
         reaper.close(wait_for_orphans=False)
 
@@ -438,6 +430,14 @@ def _default_screen_dir() -> Path:
     from labkit.jobs import labkit_home
 
     return labkit_home() / "screen"
+
+
+def _launched(pid: int) -> bool:
+    """Whether ``pid`` has exec'd past its launcher (nohup, setsid, ...) or is gone."""
+    try:
+        return psutil.Process(pid).name() not in _LAUNCHERS
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _live_children(pid: int) -> list[psutil.Process]:
@@ -490,8 +490,6 @@ def _kill_quietly(pid: int) -> None:
     try:
         proc = psutil.Process(pid)
         proc.kill()
-        deadline = time.monotonic() + 5
-        while proc.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait.wait_exited(pid, 5.0)  # a zombie counts: its parent (the reaper) collects it
     except psutil.NoSuchProcess:
         pass

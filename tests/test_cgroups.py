@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,46 @@ def test_own_folders_are_the_writable_ones_of_the_shared_reading(monkeypatch, tm
                                                                    "cpu": str(tmp_path / "cpu")})
     monkeypatch.setattr(_cgroup, "layout", lambda proc=None: layout)
     assert cgroups.own_folders(("cpu", "memory")) == {"memory": tmp_path / "mem"}
+
+
+def _writable_v1(hierarchy: str):
+    return cgroups.own_folders((hierarchy,)).get(hierarchy)
+
+
+@pytest.mark.parametrize("hierarchy", ["pids", "freezer"])
+def test_a_process_in_a_child_cgroup_is_a_member_and_is_killed(hierarchy, spawn, tmp_path):
+    """A workload may make cgroups of its own under ours: procs() and kill() cover the whole subtree,
+    and kill() goes on until it is empty even while a member keeps forking."""
+    import signal
+    import sys
+
+    parent = _writable_v1(hierarchy)
+    if parent is None:
+        pytest.skip(f"no writable v1 {hierarchy} cgroup here")
+    top = parent / f"labkit-test-{os.getpid()}-{hierarchy}"
+    child = top / "inner" / "deeper"
+    child.mkdir(parents=True)
+    group = cgroups.CgroupSet({hierarchy: top})
+    forker = ("import os, time\n"
+              "for _ in range(8):\n"  # a chain: each generation forks the next 50 ms after it starts
+              "    time.sleep(0.05)\n"
+              "    if os.fork():\n        break\n"
+              "time.sleep(300)\n")
+    enter = f"echo $$ > {child}/cgroup.procs && exec {sys.executable} -c \"$0\""
+    try:
+        outer = spawn.popen(["sleep", "300"])
+        (top / "cgroup.procs").write_text(str(outer.pid))
+        inner = spawn.popen(["sh", "-c", enter, forker])
+        wait_for_members = [outer.pid, inner.pid]
+        deadline = time.monotonic() + 10
+        while not (set(wait_for_members) <= group.procs() and len(group.procs()) >= 4):
+            assert time.monotonic() < deadline, f"members never showed: {group.procs()}"
+            time.sleep(0.01)
+        assert inner.pid in {int(p) for p in (child / "cgroup.procs").read_text().split()}  # the child's, not top's
+        assert group.kill(timeout_s=10) == 0
+        assert group.procs() == set()
+        assert outer.wait(timeout=5) == -signal.SIGKILL and inner.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        group.kill(timeout_s=5)
+        group.remove()
+    assert not top.exists()

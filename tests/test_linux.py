@@ -248,3 +248,207 @@ def test_io_counters_are_found_by_name_when_the_order_differs(tmp_path):
     finally:
         for fd in fds:
             os.close(fd)
+
+
+# -- waits (wait.py) --------------------------------------------------------------------------------
+
+import time  # noqa: E402
+
+from labkit._linux import wait  # noqa: E402
+
+
+@pytest.fixture(params=["pidfd", "poll"])
+def mechanism(request, monkeypatch):
+    """Run a wait test twice: through pidfds, and with them forced off (the /proc polling fallback)."""
+    if request.param == "pidfd" and not wait.USE_PIDFD:
+        pytest.skip("no pidfd_open here (Linux < 5.3, or refused by a seccomp filter)")
+    monkeypatch.setattr(wait, "USE_PIDFD", request.param == "pidfd")
+    fd = wait.open_pidfd(os.getpid())
+    assert (fd is not None) == (request.param == "pidfd")  # the mechanism under test is the one used
+    if fd is not None:
+        os.close(fd)
+    return request.param
+
+
+def test_wait_for_returns_the_true_value_at_once_and_the_false_one_after_the_timeout():
+    calls = []
+    assert wait.wait_for(lambda: calls.append(1) or "yes", timeout_s=5) == "yes" and len(calls) == 1
+    started = time.monotonic()
+    assert wait.wait_for(lambda: calls.append(1) and None, timeout_s=0.2) is None
+    elapsed = time.monotonic() - started
+    assert 0.2 <= elapsed < 1.0
+    assert 4 < len(calls) < 40  # backed off: not a busy loop, not one sleep
+
+
+def test_wait_for_sees_a_condition_soon_after_it_comes_true():
+    ready_at = time.monotonic() + 0.1
+    assert wait.wait_for(lambda: time.monotonic() >= ready_at, timeout_s=5, max_interval_s=0.01)
+    assert time.monotonic() - ready_at < 0.1  # pauses capped at 10 ms (a loaded machine oversleeps)
+
+
+def test_a_process_exit_is_seen_promptly_and_a_timeout_says_false(spawn, mechanism):
+    import threading
+
+    child = spawn.popen(["sleep", "30"])
+    started = time.monotonic()
+    assert wait.wait_exited(child.pid, timeout_s=0.1) is False
+    assert time.monotonic() - started >= 0.1
+    killed_at = []
+    killer = threading.Timer(0.2, lambda: (killed_at.append(time.monotonic()), child.send_signal(signal.SIGKILL)))
+    killer.start()
+    try:
+        assert wait.wait_exited(child.pid, timeout_s=10) is True
+        seen_after = time.monotonic() - killed_at[0]
+    finally:
+        killer.join()
+    # pidfd: woken by the exit itself (well under a millisecond idle); the fallback: its next
+    # /proc read, 50 ms apart at most. Both bounds leave room for a loaded, shared machine.
+    assert seen_after < (0.1 if mechanism == "pidfd" else 0.2)
+    assert child.poll() == -signal.SIGKILL  # never reaped by the wait: its exit status is still ours
+
+
+def test_a_zombie_counts_as_exited_and_stays_for_its_parent(spawn, mechanism):
+    child = spawn.popen([sys.executable, "-c", "pass"])
+    wait_for(lambda: tree.process_table().get(child.pid, (0, ""))[1] == "Z", what="a zombie")
+    assert wait.wait_exited(child.pid, timeout_s=1) is True
+    assert wait.exited(child.pid)
+    assert tree.process_table()[child.pid][1] == "Z"  # still unreaped
+    assert child.wait() == 0
+
+
+def test_waiting_for_several_returns_those_still_running(spawn, mechanism):
+    quick = [spawn.popen(["sleep", "0.05"]) for _ in range(3)]
+    slow = spawn.popen(["sleep", "30"])
+    started = time.monotonic()
+    left = wait.wait_all_exited([p.pid for p in quick] + [slow.pid], timeout_s=0.5)
+    assert left == {slow.pid} and time.monotonic() - started >= 0.5
+    assert wait.wait_all_exited([p.pid for p in quick], timeout_s=0) == set()
+    slow.kill()
+    assert wait.wait_all_exited([slow.pid], timeout_s=5) == set()
+
+
+def test_a_recycled_pid_counts_as_exited_when_the_start_time_differs(spawn, mechanism):
+    child = spawn.popen(["sleep", "30"])
+    ticks = int(tree.read_stat_fields(child.pid)[tree.STARTTIME])
+    assert wait.wait_exited(child.pid, timeout_s=0.05, starttime_ticks=ticks) is False
+    assert wait.wait_exited(child.pid, timeout_s=0.05, starttime_ticks=ticks - 1) is True  # not "ours"
+
+
+def test_a_reaped_pid_is_exited_at_once(spawn, mechanism):
+    child = spawn.popen(["true"])
+    child.wait()
+    started = time.monotonic()
+    assert wait.wait_exited(child.pid, timeout_s=5) and time.monotonic() - started < 0.1
+
+
+RESPAWNER = """
+import os, sys, time
+for _ in range(int(sys.argv[1])):   # a chain: each generation forks the next 50 ms after it starts
+    time.sleep(0.05)
+    if os.fork():
+        break
+time.sleep(300)
+"""
+
+
+def test_kill_until_empty_empties_a_tree_that_keeps_forking(spawn, mechanism):
+    root = spawn.popen([sys.executable, "-c", RESPAWNER, "10"])
+
+    def tree_pids():  # the root's group: its forks stay in it, re-parented or not
+        return [pid for pid, fields in _group_table(root.pid).items()]
+
+    wait_for(lambda: len(tree_pids()) >= 3, what="a few generations")  # and more on their way
+    started = time.monotonic()
+    assert wait.kill_until_empty(tree_pids, timeout_s=10) == []
+    assert time.monotonic() - started < 5
+    assert root.wait() == -signal.SIGKILL
+
+
+def _group_table(pgid: int) -> dict[int, str]:
+    """Live (non-zombie) members of process group ``pgid``."""
+    found = {}
+    for pid in tree.pids():
+        try:
+            fields = tree.read_stat_fields(pid)
+        except OSError:
+            continue
+        if int(fields[tree.PGRP]) == pgid and fields[tree.STATE] not in tree.DEAD_STATES:
+            found[pid] = fields[tree.STATE].decode()
+    return found
+
+
+def test_kill_until_empty_never_signals_init_itself_or_a_group(spawn, monkeypatch):
+    sent = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append(pid))
+    monkeypatch.setattr(signal, "pidfd_send_signal", lambda fd, sig: sent.append(fd))
+    me = os.getpid()
+    started = time.monotonic()
+    assert wait.kill_until_empty(lambda: [1, me, 0, -1], timeout_s=5) == [-1, 0, 1, me]
+    assert sent == [] and time.monotonic() - started < 0.5  # nothing else left: no point waiting
+    for pid in (1, me, 0, -5):
+        with pytest.raises(ValueError):
+            wait.send(pid, signal.SIGKILL)
+
+
+def test_kill_until_empty_calls_the_hooks_each_round_and_reports_survivors(spawn):
+    child = spawn.popen(["sleep", "30"])
+    rounds = []
+    left = wait.kill_until_empty(lambda: [child.pid], timeout_s=0.2, sig=0,  # signal 0: nobody dies
+                                 before=lambda pids: rounds.append(("before", pids)),
+                                 after=lambda pids: rounds.append(("after", pids)))
+    assert left == [child.pid] and len(rounds) >= 4 and rounds[:2] == [("before", [child.pid]), ("after", [child.pid])]
+
+
+def test_wait_until_empty_returns_when_the_last_member_exits(spawn, mechanism):
+    children = [spawn.popen(["sleep", str(t)]) for t in (0.1, 0.2)]
+    pids = [c.pid for c in children]
+    started = time.monotonic()
+    assert wait.wait_until_empty(lambda: [p for p in pids if not wait.exited(p)], timeout_s=5) == []
+    assert 0.18 < time.monotonic() - started < 1.5
+    assert wait.wait_until_empty(lambda: [os.getppid()], timeout_s=0.05) == [os.getppid()]
+
+
+def test_the_sandbox_loads_the_waits_by_path():
+    """wait.py must work where labkit is not importable (``python -I -S``), finding tree.py by path."""
+    code = ("import importlib.util, os, sys; spec = importlib.util.spec_from_file_location('w', sys.argv[1]);"
+            "w = importlib.util.module_from_spec(spec); spec.loader.exec_module(w);"
+            "print(w.wait_exited(os.getpid(), 0.01), w.exited(os.getppid()), w.kill_until_empty(lambda: [], 1))")
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code, wait.__file__],
+                          capture_output=True, text=True, timeout=30, cwd="/")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False", "[]"]
+
+
+def test_the_async_wait_wakes_the_event_loop_when_the_process_exits(spawn, mechanism):
+    import asyncio
+
+    child = spawn.popen(["sleep", "30"])
+
+    async def scenario():
+        ticks = 0
+
+        async def ticker():  # the loop stays free while the wait sleeps on the pidfd
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        other = asyncio.ensure_future(ticker())
+        assert await wait.wait_exited_async(child.pid, 0.1) is False
+        asyncio.get_running_loop().call_later(0.1, child.kill)
+        started = time.monotonic()
+        assert await wait.wait_exited_async(child.pid, 10) is True
+        other.cancel()
+        return ticks, time.monotonic() - started
+
+    ticks, elapsed = asyncio.run(scenario())
+    assert ticks >= 5 and 0.09 < elapsed < 1.0
+    assert child.wait() == -signal.SIGKILL
+
+
+def test_nr_open_is_the_kernels_ceiling_for_open_files():
+    ceiling = proc.nr_open()
+    assert ceiling >= 1024  # the kernel refuses a smaller fs.nr_open (BITS_PER_LONG minimum aside)
+    import resource
+
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[1] <= ceiling

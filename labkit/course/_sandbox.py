@@ -36,18 +36,20 @@ import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a few ms of every grade)
 if TYPE_CHECKING:
-    from labkit._linux import tree as _tree
+    from labkit._linux import tree as _tree, wait as _wait
 else:
-    def _load_tree():
-        """labkit/_linux/tree.py, loaded by its path: this script runs as ``python -I -S _sandbox.py``,
-        where labkit is not importable, and tree.py imports nothing but ``os``."""
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_linux", "tree.py")
-        spec = importlib.util.spec_from_file_location("_labkit_linux_tree", path)
+    def _load_wait():
+        """labkit/_linux/wait.py, loaded by its path: this script runs as ``python -I -S _sandbox.py``,
+        where labkit is not importable; wait.py imports the standard library and, by path too, tree.py
+        (which imports nothing but ``os``)."""
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "_linux", "wait.py")
+        spec = importlib.util.spec_from_file_location("_labkit_linux_wait", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
 
-    _tree = _load_tree()
+    _wait = _load_wait()
+    _tree = _wait._tree
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -458,19 +460,14 @@ def kill_descendants(timeout_s: float = KILL_TIMEOUT_S) -> int:
     Several rounds are needed: a process may fork between the scan and the kill, and its child
     (re-parented to us, the subreaper, once its parent dies) is caught by the next scan.
     """
-    me, deadline, pause = os.getpid(), time.monotonic() + timeout_s, 0.001
-    while True:
-        _reap()
-        alive = descendants(me)
-        if not alive or time.monotonic() > deadline:
-            return len(alive)
-        for pid in alive:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
+    me = os.getpid()
+
+    def alive() -> list[int]:
+        _reap()  # the killed ones we reap; the rest are reaped by their parents or re-parented to us
+        return descendants(me)
+
+    # each round waits on the killed processes' pidfds, so it re-lists as soon as they have died
+    return len(_wait.kill_until_empty(alive, timeout_s))
 
 
 def _reap() -> None:

@@ -50,7 +50,7 @@ from pathlib import Path
 import psutil
 
 from labkit._atomic import write_json_atomic
-from labkit._linux import proc as _proc
+from labkit._linux import proc as _proc, wait as _wait
 from labkit._linux.cgroup import mounts as cgroup_mounts
 from labkit.cgroups import discard as discard_cgroup
 from labkit.errors import BadArgument, LabkitError, PermissionDenied, ToolMissing
@@ -293,19 +293,17 @@ def _launch(env: dict[str, str], cgroups: list[Path], log: Path) -> subprocess.P
 
 
 def _wait_until_it_answers(proc: subprocess.Popen, env: dict[str, str], log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not answers(env, timeout_s=2.0):
+    if _wait.wait_for(lambda: answers(env, timeout_s=2.0) or (proc.poll() is not None and "exited"), timeout_s,
+                      max_interval_s=_POLL_S) is not True:
         code = proc.poll()
-        if code is not None or time.monotonic() > deadline:
-            said = log.read_text(errors="replace").strip().splitlines()
-            if said:
-                why = said[-1]
-            elif code is None:
-                why = f"no answer within {timeout_s:g} s"
-            else:
-                why = f"it exited with code {code}" + (" (could not join its cgroup)" if code == 97 else "")
-            raise LabkitError(f"systemd --user did not start: {why}")
-        time.sleep(_POLL_S)
+        said = log.read_text(errors="replace").strip().splitlines()
+        if said:
+            why = said[-1]
+        elif code is None:
+            why = f"no answer within {timeout_s:g} s"
+        else:
+            why = f"it exited with code {code}" + (" (could not join its cgroup)" if code == 97 else "")
+        raise LabkitError(f"systemd --user did not start: {why}")
 
 
 def _write_record(manager: Manager) -> None:
@@ -505,13 +503,12 @@ def _share_journald() -> int | None:
         proc = subprocess.Popen([binary], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True,
                                 env={"PATH": os.environ.get("PATH", os.defpath)})
-        deadline = time.monotonic() + 5.0
-        while not (JOURNAL_SOCKETS / "stdout").is_socket():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                return None  # the manager then logs nowhere; its services' output is lost
-            time.sleep(_POLL_S)
+        ready = _wait.wait_for(lambda: (JOURNAL_SOCKETS / "stdout").is_socket()
+                               or (proc.poll() is not None and "exited"), 5.0, max_interval_s=_POLL_S)
+        if ready is not True:
+            proc.kill()
+            proc.wait()
+            return None  # the manager then logs nowhere; its services' output is lost
         # a journald that died leaves its users: they are counted on with the new one
         users = sorted({me, *(u for u in (record or {}).get("users", []) if _user_alive(Path(u)))})
         _write_journald_record({"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
@@ -598,9 +595,10 @@ def _end(pid: int, create_time: float, timeout_s: float, asked: bool = True) -> 
                 pass
             except PermissionError as err:
                 raise PermissionDenied(f"signalling pid {pid}", "it is another user's: stop it as that user") from err
-        deadline = time.monotonic() + wait_s
-        while _same_process(pid, create_time) and time.monotonic() < deadline:
-            time.sleep(_POLL_S)
+        # the pidfd wakes us the moment it exits; _same_process then reaps it if it is our child
+        # (a pid recycled between the check and pidfd_open would only make this step wait wait_s)
+        if _same_process(pid, create_time):
+            _wait.wait_exited(pid, wait_s)
         if not _same_process(pid, create_time):
             return
 
@@ -628,19 +626,10 @@ def _procs_in(folder: Path) -> list[int]:
 
 
 def _kill_tree(cgroups: list[Path]) -> list[int]:
-    """SIGKILL everything in the manager's cgroups until they are empty (5 s at most); the pids
-    still there after that (none, normally)."""
-    deadline = time.monotonic() + 5.0
-    pids: list[int] = []
-    while time.monotonic() < deadline:
-        pids = sorted({pid for folder in cgroups if folder.is_dir() for pid in _procs_in(folder)})
-        if not pids:
-            return []
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(_POLL_S)
-    return pids
+    """SIGKILL everything in the manager's cgroups (their child cgroups included) until they are
+    empty (5 s at most); the pids still there after that (none, normally)."""
+    return _wait.kill_until_empty(
+        lambda: {pid for folder in cgroups if folder.is_dir() for pid in _procs_in(folder)}, 5.0)
 
 
 def _remove_made(cgroups: list[Path], made: list[str]) -> None:

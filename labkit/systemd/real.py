@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Callable
 
 from labkit import _linux
+from labkit._linux import wait as _wait
 from labkit.errors import BadArgument, LabkitError, ToolMissing
 from labkit.systemd.manager import cgroup2_mount, user_environment
 from labkit.systemd.manager import find as find_manager
@@ -216,8 +217,7 @@ class RealRun:
                 said = []
             words = [line.replace(installed, shown) for line in said
                      if line.startswith((installed + ":", self.name + ": "))]
-        deadline = time.monotonic() + 1.5
-        while not words and time.monotonic() < deadline:
+        def journal_said() -> bool:
             done = subprocess.run(["journalctl", "--user-unit", self.name, "-o", "json", "-p", "notice",
                                    "--since", f"@{time.time() - 5:.6f}"], capture_output=True, text=True,
                                   env=self.env, timeout=10)
@@ -228,8 +228,10 @@ class RealRun:
                     continue
                 if isinstance(message, str) and message.replace(installed, shown) not in words:
                     words.append(message.replace(installed, shown))
-            if not words:
-                time.sleep(0.1)
+            return bool(words)
+
+        if not words:  # journald may lag the manager: ask again every 0.1 s for 1.5 s
+            _wait.wait_for(journal_said, 1.5, first_interval_s=0.1, max_interval_s=0.1)
         if words:
             return "; ".join(dict.fromkeys(words))
         load_error = state.get("LoadError", "")
@@ -478,14 +480,13 @@ class RealRun:
         """Read the journal up to the unit's last line (journald can lag ~1 s): a line stamped at
         or after the moment it became inactive. Only where the manager logs there at all."""
         end = self._stamp(state.get("InactiveEnterTimestamp"))
-        deadline = time.monotonic() + (1.5 if self.manager_logs else 0.5)
-        while time.monotonic() < deadline:
+        def caught_up() -> bool:
             self._read_journal()
-            if self.last_line_at >= end - 0.001:
-                time.sleep(0.05)  # the lines logged right after it
-                self._read_journal()
-                break
-            time.sleep(0.05)
+            return self.last_line_at >= end - 0.001
+
+        if _wait.wait_for(caught_up, 1.5 if self.manager_logs else 0.5, first_interval_s=0.05, max_interval_s=0.05):
+            time.sleep(0.05)  # the lines logged right after it
+            self._read_journal()
         self._flush_kill()
 
     # --- the end -----------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from typing import Callable
 
 import psutil
 
+from labkit._linux import wait as _wait
 from labkit._prctl import become_subreaper, set_parent_death_signal
 from labkit.errors import BadArgument
 from labkit.systemd.journal import Journal
@@ -321,23 +322,20 @@ class Supervisor:
     def _wait_stopped(self, main_alive: bool, deadline: float) -> bool:
         """Until the main and control processes are gone (if the main one ran), or the unit has
         no process left."""
-        while True:
+        def stopped() -> bool:
             control = self.control is not None and self._alive([self.control])
             if main_alive and not self._main_alive() and not control:
                 return True
-            if not self.unit_processes():
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(_POLL_S)
+            return not self.unit_processes()
+
+        return _wait.wait_for(stopped, deadline - time.monotonic(), max_interval_s=_POLL_S)
 
     def _stop_post(self) -> None:
         """ExecStopPost=, then (KillMode=none) wait TimeoutStopSec= for the main process."""
         deadline = time.monotonic() + self.spec.timeout_stop_s
         self._run_commands("ExecStopPost", self.spec.timeout_stop_s)
         if self._main_alive():
-            while self._main_alive() and time.monotonic() < deadline:
-                time.sleep(_POLL_S)
+            _wait.wait_for(lambda: not self._main_alive(), deadline - time.monotonic(), max_interval_s=_POLL_S)
             if self._main_alive():
                 self._fail("timeout")
                 self.emit("note", message="State 'stop-post' timed out. Terminating.")
@@ -441,16 +439,18 @@ class Supervisor:
     def _wait_control(self, phase: str, pid: int, timeout_s: float) -> Outcome | None:
         """Wait for a control process; None if it timed out, or a stop came during the start
         (it is then left to the stop's kill steps, as systemd leaves its control process)."""
-        deadline = time.monotonic() + timeout_s if math.isfinite(timeout_s) else math.inf
+        def settled() -> str | None:
+            if pid in self.statuses:
+                return "exited"
+            if self.stop_requested and phase.startswith("ExecStart"):
+                return "stop"
+            self._reap()
+            return "exited" if pid in self.statuses else None
+
         self.control = pid
         try:
-            while pid not in self.statuses:
-                if self.stop_requested and phase.startswith("ExecStart"):
-                    return None
-                if time.monotonic() >= deadline:
-                    return None
-                self._reap()
-                time.sleep(_POLL_S)
+            if _wait.wait_for(settled, timeout_s, max_interval_s=_POLL_S) != "exited":
+                return None
             return self.statuses[pid]
         finally:
             if pid in self.statuses:
@@ -535,13 +535,11 @@ class Supervisor:
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep, reaping; True if a stop was requested meanwhile."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if self.stop_requested:
-                return True
+        def stop_requested() -> bool:
             self._reap()
-            time.sleep(min(_POLL_S, max(end - time.monotonic(), 0)))
-        return bool(self.stop_requested)
+            return bool(self.stop_requested)
+
+        return _wait.wait_for(stop_requested, seconds, max_interval_s=_POLL_S)
 
     def _report_limits(self) -> None:
         applied = {}
@@ -661,14 +659,8 @@ def _end_leftovers(supervisor: Supervisor) -> None:
     if left:
         supervisor.emit("kill", signal="SIGKILL", pids=left,
                         reason="the runner is ending; systemd would leave these in the unit's cgroup")
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 5
-        while supervisor.unit_processes() and time.monotonic() < deadline:
-            time.sleep(_POLL_S)
+        # rounds: a child one of them forks meanwhile is found by the next listing and killed too
+        _wait.kill_until_empty(supervisor.unit_processes, 5.0)
 
 
 def check_options(stop_after_s: float | None, run_for_s: float | None) -> None:

@@ -31,6 +31,7 @@ from multiprocessing.connection import Client, Connection, Listener
 
 import numpy as np
 
+from labkit._linux import wait as _wait
 from labkit.errors import LabkitError
 from labkit.signals import explain_exit_code, shell_exit_code
 
@@ -100,9 +101,7 @@ def _stop_after_failure(ranks, failed: list[int], codes: list, grace_s: float, l
     alive = [p for p in ranks if p.poll() is None]
     for proc in alive:
         proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while any(p.poll() is None for p in alive) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait.wait_all_exited([p.pid for p in alive], grace_s)  # on pidfds: back as the last one exits
     stragglers = [ranks.index(p) for p in alive if p.poll() is None]
     for rank in stragglers:
         ranks[rank].kill()
@@ -157,16 +156,18 @@ class Group:
             self.peers[conn.recv()] = conn
 
     def _connect(self, address: str, key: bytes) -> Connection:
-        deadline = time.monotonic() + self.timeout_s
-        while True:
+        def connected() -> Connection | None:
             try:
                 conn = Client(address, family="AF_UNIX", authkey=key)
-                conn.send(self.rank)
-                return conn
             except (FileNotFoundError, ConnectionRefusedError):
-                if time.monotonic() > deadline:
-                    raise RankLost(f"rank 0 was not reachable within {self.timeout_s:g} s") from None
-                time.sleep(0.05)
+                return None  # rank 0 is not listening yet
+            conn.send(self.rank)
+            return conn
+
+        conn = _wait.wait_for(connected, self.timeout_s)
+        if conn is None:
+            raise RankLost(f"rank 0 was not reachable within {self.timeout_s:g} s")
+        return conn
 
     def allreduce(self, step: int, mine: dict[int, tuple[float, dict]], stop: bool) -> tuple[dict, list[float], bool]:
         """Sum every rank's micro-batch gradients in micro-batch order; also agree on stopping.
