@@ -13,6 +13,7 @@ saying what was confirmed.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -183,16 +184,28 @@ def wait_for_log(run_dir: str | Path, text: str, timeout_s: float = 10.0) -> boo
     return False
 
 
-def expect_clean_stop(run_dir: str | Path, sig: str = "SIGTERM") -> str:
-    """The trainer logged a clean stop on ``sig`` and its last step is checkpointed."""
-    name = parse_signal(sig).name
-    log = (Path(run_dir) / "train.log").read_text() if (Path(run_dir) / "train.log").exists() else ""
-    if f"stopped cleanly on {name}" not in log:
-        raise CheckFailed(f"train.log has no 'stopped cleanly on {name}'", f"send {name}, then wait for the exit")
+def expect_clean_stop(run_dir: str | Path, sig: str | int | None = "SIGTERM") -> str:
+    """The trainer logged a clean stop on ``sig`` and its last step is checkpointed.
+
+    ``sig=None`` accepts a clean stop on any signal the trainer stops on (SIGTERM, SIGINT,
+    SIGHUP: ``labkit.trainer.shutdown.STOP_SIGNALS``). A SIGKILL never passes: the kernel
+    ends the process without running any of its code, so nothing logs a clean stop.
+    """
+    from labkit.trainer.shutdown import STOP_SIGNALS
+
+    wanted = [s.name for s in STOP_SIGNALS] if sig is None else [parse_signal(sig).name]
+    path = Path(run_dir) / "train.log"
+    log = path.read_text(errors="replace") if path.exists() else ""
+    last_run = log[max(0, log.rfind("] start: pid ")):]  # train.log keeps earlier runs' lines above
+    names = re.findall(r"stopped cleanly on (SIG[A-Z0-9]+)", last_run)
+    if not names or names[-1] not in wanted:
+        raise CheckFailed(f"train.log has no 'stopped cleanly on {' or '.join(wanted)}' for its last run"
+                          + (f" (it stopped cleanly on {names[-1]})" if names else ""),
+                          f"send {' or '.join(wanted)} (not SIGKILL), then wait for the exit")
     lost = steps_lost(run_dir)
     if lost:
         raise CheckFailed(f"{lost} steps were done after the newest checkpoint")
-    return f"the run stopped cleanly on {name} with every step checkpointed"
+    return f"the run stopped cleanly on {names[-1]} with every step checkpointed"
 
 
 def expect_completed(run_dir: str | Path) -> str:

@@ -57,9 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(train)
 
-    lab = sub.add_parser("lab", help="open JupyterLab on the lessons")
-    lab.add_argument("--notebook-dir", type=Path, default=None, help="default: the lab's notebooks/")
-    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to `jupyter lab`")
+    lab = sub.add_parser("lab", help="open JupyterLab on the lessons",
+                         usage="labkit lab [-h] [--notebook-dir DIR] [--] [JUPYTER_OPTION ...]",
+                         description="Open JupyterLab on the course. Every option but --notebook-dir goes to "
+                                     "`jupyter lab` as typed (e.g. --port 8899 --no-browser); after `--` all do.")
+    where = str(_default_notebooks()).replace("%", "%%")  # argparse formats help with %
+    lab.add_argument("--notebook-dir", type=Path, default=None, metavar="DIR",
+                     help="the folder JupyterLab opens (default: the course root, the folder holding notebooks/ "
+                          "and exercises/: the current folder, else labkit's own checkout; here: " + where + ")")
+    lab.add_argument("jupyter_args", nargs="*", metavar="JUPYTER_OPTION", help="passed to `jupyter lab` as typed")
 
     _add_jobs_parser(sub)
 
@@ -149,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv, command = _split_command(argv)
+        if argv[:1] == ["lab"]:
+            argv, command = _split_lab(argv)
         args = build_parser().parse_args(argv)
         if args.command == "train":
             return _train(args, argv[1:])
@@ -175,13 +183,35 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
+def _split_lab(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``lab``'s own options (--notebook-dir, --help) from Jupyter's, kept in their order.
+
+    Jupyter has hundreds of options (``--port 8899``, ``--ServerApp.ip=0.0.0.0``, ``--no-browser``):
+    they pass through unparsed, so any that ``jupyter lab --help-all`` lists works here too.
+    After ``--`` everything is Jupyter's.
+    """
+    own: list[str] = argv[:1]
+    jupyter: list[str] = []
+    rest = iter(argv[1:])
+    for arg in rest:
+        if arg == "--":
+            jupyter.extend(rest)
+        elif arg in ("-h", "--help") or arg.startswith("--notebook-dir="):
+            own.append(arg)
+        elif arg == "--notebook-dir":
+            own += [arg, *[value for value in [next(rest, None)] if value is not None]]
+        else:
+            jupyter.append(arg)
+    return own, jupyter
+
+
 def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
     if args.command == "doctor":
         from labkit import doctor
 
         return doctor.main(as_json=args.json)
     if args.command == "lab":
-        return _lab(args)
+        return _lab(args, command)
     if args.command == "course":
         from labkit.course.build import main as course_build
 
@@ -228,7 +258,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     return run(config_from_args(args), argv)  # argv: what each rank gets with --ranks N
 
 
-def _lab(args: argparse.Namespace) -> int:
+def _lab(args: argparse.Namespace, extra: list[str]) -> int:
     import importlib.util
 
     folder = (args.notebook_dir or _default_notebooks()).resolve()
@@ -240,14 +270,65 @@ def _lab(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}"]
     if os.geteuid() == 0:
         command.append("--allow-root")  # common in containers; Jupyter refuses root otherwise
-    extra = args.jupyter_args[1:] if args.jupyter_args[:1] == ["--"] else args.jupyter_args
     welcome = folder / "notebooks" / "00_welcome.ipynb"
     if welcome.exists() and not any("default_url" in arg for arg in extra):
         # the course root: lessons and exercises side by side, opening on the first lesson
         command.append("--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb")
+    if not any("terminado_settings" in arg for arg in extra):
+        shell = terminal_shell_command()
+        if shell is not None:
+            command.append("--ServerApp.terminado_settings=shell_command=" + json.dumps(shell))
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join([bin_dir, *[p for p in path if p and p != bin_dir]])  # kernels' `!` too
     print(f"labkit: opening JupyterLab on {folder}", file=sys.stderr)
     os.execv(sys.executable, command + extra)
     return 0  # not reached
+
+
+TERMINAL_RC = """\
+# Written by `labkit lab`: JupyterLab's terminals start `bash --rcfile` this file.
+# A login shell's start-up first (/etc/profile resets PATH, then your own profile), as
+# Jupyter's default `bash -l` would do; then this course's Python environment goes first
+# on PATH, so `labkit` and `python` are the ones the notebooks' kernel uses.
+[ -f /etc/profile ] && . /etc/profile
+if [ -f "$HOME/.bash_profile" ]; then . "$HOME/.bash_profile"
+elif [ -f "$HOME/.bash_login" ]; then . "$HOME/.bash_login"
+elif [ -f "$HOME/.profile" ]; then . "$HOME/.profile"
+fi
+PATH="{bin}:$PATH"
+export PATH
+"""
+
+
+def terminal_shell_command(bin_dir: str | os.PathLike | None = None) -> list[str] | None:
+    """The shell JupyterLab's terminals run: bash that puts ``bin_dir`` first on PATH after the profile.
+
+    Jupyter starts a login shell (``$SHELL -l``) when the server has no terminal of its own
+    (jupyter_server_terminals ``app.py``), and Debian's ``/etc/profile`` sets PATH from scratch:
+    a venv's ``labkit`` and ``python`` vanish from a terminal of a server started by a service,
+    a script or ``nohup``. The rc file (under ``$LABKIT_HOME/lab``) runs the profile, then
+    prepends ``bin_dir`` (default: this interpreter's). None where there is no bash.
+    """
+    import shutil
+
+    from labkit._atomic import write_atomic
+    from labkit.jobs import labkit_home
+
+    bash = shutil.which("bash")
+    if bash is None:
+        return None
+    folder = str(Path(bin_dir) if bin_dir is not None else Path(sys.executable).parent)
+    if any(c in folder for c in '"$`\\\n'):
+        return None  # not safe to write into the rc file; Jupyter's default shell is used
+    rc = labkit_home() / "lab" / "bashrc"
+    try:
+        rc.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(rc, TERMINAL_RC.replace("{bin}", folder).encode())
+    except OSError as err:
+        print(f"labkit: terminals keep Jupyter's default shell: cannot write {rc}: {err.strerror}", file=sys.stderr)
+        return None
+    return [bash, "--rcfile", str(rc), "-i"]
 
 
 def _default_notebooks() -> Path:

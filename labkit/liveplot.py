@@ -106,9 +106,15 @@ class LivePlot:
         """
         losses = losses or []
         # Times are epoch seconds: with nothing sampled yet, anchor on a marker, or a label
-        # would be drawn ~1.8e9 units away (FreeType fails on such coordinates).
-        starts = [samples[0].t] if samples else [losses[0][0]] if losses else [t for t, _ in markers or []][:1]
-        t0 = starts[0] if starts else 0.0
+        # would be drawn ~1.8e9 units away (FreeType fails on such coordinates). A resumed run's
+        # metrics.jsonl holds the loss of its earlier processes, logged before this one's first
+        # sample: the axis then starts at the run's first step, so nothing sits at negative time.
+        starts = [samples[0].t] if samples else [t for t, _ in markers or []][:1]
+        starts += [t for t, _, _ in losses[:1]]
+        t0 = min(starts) if starts else 0.0
+        earlier = bool(losses and samples and losses[0][0] < samples[0].t)
+        self.ax_cpu.set_xlabel("seconds since the run's first step (before the resume too)"
+                               if earlier else "seconds since the first sample")
         xs = [s.t - t0 for s in samples]
         self.cpu_line.set_data(xs, [s.cpu_percent for s in samples])
         self.rss_line.set_data(xs, [s.rss_bytes / _MIB for s in samples])
@@ -120,7 +126,7 @@ class LivePlot:
         if losses:
             self.ax_loss.relim()
             self.ax_loss.autoscale_view(scalex=False)
-        left, right = min([0.0, *loss_xs[:1]]), max([1.0, *xs[-1:], *loss_xs[-1:]])
+        left, right = 0.0, max([1.0, *xs[-1:], *loss_xs[-1:]])
         self.ax_cpu.set_xlim(left, right + 0.02 * (right - left))  # a marker at the last sample stays visible
         self.ax_cpu.set_ylim(0, max([100.0, *(1.1 * s.cpu_percent for s in samples)]))
         self.ax_rss.set_ylim(0, max([1.0, *(1.15 * s.rss_bytes / _MIB for s in samples)]))
@@ -132,16 +138,25 @@ class LivePlot:
         self.figure.canvas.draw_idle()  # a no-op on a bare Figure; redraws an interactive backend
 
     def _draw_markers(self, marks: list[tuple[float, str]], t0: float) -> None:
-        key = (t0, tuple(marks))
+        groups = label_groups([(t - t0, label) for t, label in marks], self._min_label_gap())
+        key = (t0, tuple(marks), tuple(groups))
         if key == self._markers_key:
             return  # markers change rarely: keep the artists
         for artist in self._markers:
             artist.remove()
         self._markers, self._markers_key = [], key
-        for t, label in marks:
+        for t, _ in marks:
             self._markers.append(self.ax_cpu.axvline(t - t0, color="0.4", ls="--", lw=1))
-            self._markers.append(self.ax_cpu.text(t - t0, 0.98, f" {label}", rotation=90, va="top", fontsize=8,
+        for x, label in groups:
+            self._markers.append(self.ax_cpu.text(x, 0.98, f" {label}", rotation=90, va="top", fontsize=_LABEL_PT,
                                                   color="0.25", transform=self.ax_cpu.get_xaxis_transform()))
+
+    def _min_label_gap(self) -> float:
+        """The x distance (in seconds) two labels need not to overlap: one rotated line of text."""
+        left, right = self.ax_cpu.get_xlim()
+        width_px = self.ax_cpu.get_position().width * self.figure.get_figwidth() * self.figure.dpi
+        label_px = _LABEL_PT * self.figure.dpi / 72 * 1.4  # a line of text is ~1.2-1.4 em high
+        return label_px * (right - left) / max(width_px, 1.0)
 
     def to_png(self, dpi: int = 100) -> bytes:
         """Render the figure as PNG bytes (for an ipywidgets Image)."""
@@ -152,6 +167,27 @@ class LivePlot:
     def save(self, path: str | os.PathLike) -> None:
         """Write the figure to ``path`` (the format follows the extension)."""
         self.figure.savefig(path)
+
+
+_LABEL_PT = 8
+
+
+def label_groups(marks: Sequence[tuple[float, str]], min_gap: float) -> list[tuple[float, str]]:
+    """Merge labels closer than ``min_gap`` in x into one ``"A / B"`` label at the first one's x.
+
+    A SIGKILL and the exit it causes are milliseconds apart: drawn as two rotated labels they
+    print on top of each other. Returns ``(x, label)`` per group, in time order.
+
+    >>> label_groups([(5.0, "SIGKILL"), (5.01, "exit 137"), (9.0, "SIGCONT")], min_gap=0.2)
+    [(5.0, 'SIGKILL / exit 137'), (9.0, 'SIGCONT')]
+    """
+    groups: list[tuple[float, list[str]]] = []
+    for x, label in sorted(marks, key=lambda mark: mark[0]):
+        if groups and x - groups[-1][0] < min_gap:
+            groups[-1][1].append(label)
+        else:
+            groups.append((x, [label]))
+    return [(x, " / ".join(labels)) for x, labels in groups]
 
 
 def plot(samples: Sequence[Sample], path: str | os.PathLike | None = None,

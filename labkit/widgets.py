@@ -49,8 +49,14 @@ def _stop_groups(procs: list[tuple[subprocess.Popen, float]], grace_s: float = 2
             proc.wait()
 
 
-def _arm_parent_death_signal() -> None:  # in the child, before exec: no imports here
+def _prepare_child() -> None:  # in the child, before exec: no imports here
     set_parent_death_signal(signal.SIGKILL)  # the kernel died without atexit: take the run with it
+    # A Jupyter kernel ignores SIGINT (ipykernel's init_signal), and a server started by nohup
+    # hands its kernels SIGHUP ignored; the trainer keeps an inherited SIG_IGN for SIGHUP (it
+    # honours nohup). The panel's run is its own session: every signal button must act as on
+    # a fresh terminal, so the run gets the default dispositions.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class TrainerPanel:
@@ -90,14 +96,19 @@ class TrainerPanel:
 
     # ----- actions (each button calls one of these) -----
 
-    def start(self, epochs: int = 20, steps_per_epoch: int = 50, step_time: float = 0.02, workers: int = 0,
+    def start(self, epochs: int = 20, steps_per_epoch: int = 50, step_time_s: float = 0.02, workers: int = 0,
               memory_mb: int = 0, fault: str | None = None, checkpoint_every: int = 10, resume: bool = False,
-              fresh: bool = True, extra_args: tuple[str, ...] = ()) -> int:
+              fresh: bool = True, extra_args: tuple[str, ...] = (), step_time: float | None = None) -> int:
         """Start the trainer (stopping a running one first); return its pid.
 
         ``fresh`` removes the previous run's files first (train.log, metrics, checkpoints...),
         unless ``resume`` asks to continue from them; other files in the folder are kept.
+        ``step_time_s`` is the trainer's ``--step-time``; ``step_time`` is its old name, still
+        accepted. A resumed run's plot starts at the run's first step, with a "resume" line
+        where this process began.
         """
+        if step_time is not None:
+            step_time_s = step_time  # the old keyword (lesson notebooks written before the rename)
         if fault not in (None, "", "none") and fault not in FAULTS:
             raise BadArgument(f"unknown fault {fault!r}; choose one of {', '.join(FAULTS)}")
         with self._lock:
@@ -108,7 +119,7 @@ class TrainerPanel:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             command = trainer_command(
                 self.run_dir, "--epochs", str(epochs), "--steps-per-epoch", str(steps_per_epoch),
-                "--step-time", str(step_time), "--workers", str(workers), "--memory-mb", str(memory_mb),
+                "--step-time", str(step_time_s), "--workers", str(workers), "--memory-mb", str(memory_mb),
                 "--checkpoint-every", str(checkpoint_every), *extra_args)
             if fault not in (None, "", "none"):
                 command += ["--fault", fault]
@@ -118,13 +129,13 @@ class TrainerPanel:
             with open(self.run_dir / "console.log", "ab") as console:
                 self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
                                              start_new_session=True,
-                                             preexec_fn=_arm_parent_death_signal if main_thread else None)
+                                             preexec_fn=_prepare_child if main_thread else None)
             try:
                 started = psutil.Process(self.proc.pid).create_time()
             except psutil.NoSuchProcess:
                 started = time.time()
             self._procs.append((self.proc, started))
-            self.samples, self.markers = [], []
+            self.samples, self.markers = [], [(started, "resume")] if resume else []
             self._metrics = liveplot.MetricsTail(self.run_dir)
             if self._sampler is not None:
                 self._sampler.close()

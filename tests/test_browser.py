@@ -34,11 +34,22 @@ PANEL_NOTEBOOK = {
 
 @pytest.fixture
 def lab(tmp_path, spawn):
+    yield from _lab(tmp_path, spawn, {})
+
+
+@pytest.fixture
+def lab_without_venv_on_path(tmp_path, spawn):
+    """JupyterLab started as a service would start it: PATH without this environment's bin."""
+    yield from _lab(tmp_path, spawn, {"PATH": "/usr/bin:/bin", "SHELL": "/bin/bash",
+                                      "LABKIT_HOME": str(tmp_path / "labkit-home")})
+
+
+def _lab(tmp_path, spawn, overrides):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     (tmp_path / "panel.ipynb").write_text(json.dumps(PANEL_NOTEBOOK))
-    env = {**os.environ, "HOME": str(tmp_path), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    env = {**os.environ, "HOME": str(tmp_path), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), **overrides}
     server = spawn.popen([sys.executable, "-m", "labkit.cli", "lab", "--notebook-dir", str(tmp_path), "--",
                           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
                           "--ServerApp.open_browser=False", f"--IdentityProvider.token={TOKEN}"], env=env)
@@ -90,6 +101,43 @@ def test_start_and_sigterm_from_the_panel_in_jupyterlab(lab, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
         browser.close()
+
+
+def test_a_terminal_in_jupyterlab_runs_labkit(lab_without_venv_on_path, tmp_path):
+    url, folder = lab_without_venv_on_path
+    answer = folder / "doctor.txt"
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{url}/lab?token={TOKEN}")
+        card = page.locator(".jp-LauncherCard", has_text="Terminal").first
+        card.wait_for(timeout=60_000)
+        _dismiss_dialogs(page)
+        card.click()  # the Launcher's Terminal, as a learner opens one
+        terminal = page.locator(".jp-Terminal")
+        terminal.wait_for(timeout=60_000)
+        for attempt in range(4):  # keys typed before the terminal's websocket is open are lost
+            terminal.click()
+            page.keyboard.type(f"labkit doctor > {answer} 2>&1; echo exit $? >> {answer}\n")
+            try:
+                _wait(lambda: answer.exists() and "exit " in answer.read_text(), 15, "labkit doctor in the terminal")
+                break
+            except AssertionError:
+                if attempt == 3:
+                    raise
+        text = answer.read_text()
+        assert "command not found" not in text and "cgroup" in text and text.rstrip().endswith("exit 0"), text
+        shot = Path(os.environ.get("LABKIT_TEST_OUTPUT", tmp_path)) / "terminal-in-jupyterlab.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))
+        browser.close()
+    headers = {"Authorization": f"token {TOKEN}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/api/terminals", headers=headers)) as reply:
+        for term in json.loads(reply.read()):  # the terminal's bash is in its own session: end it here
+            urllib.request.urlopen(urllib.request.Request(f"{url}/api/terminals/{term['name']}", method="DELETE",
+                                                          headers=headers)).close()
 
 
 def _dismiss_dialogs(page) -> None:

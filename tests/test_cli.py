@@ -188,3 +188,96 @@ def test_attach_to_a_setsid_job_is_one_line_saying_how_to_read_its_output(home):
         assert len(done.stderr.splitlines()) == 1 and "labkit jobs logs -f bg" in done.stderr
     finally:
         labkit("jobs", "stop", "bg", "--timeout", "5")
+
+
+def test_lab_help_names_the_folder_it_really_opens(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "labkit.cli", "lab", "--help"], capture_output=True, text=True,
+                          cwd=tmp_path)  # no course here: labkit's own checkout is the default
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__import__("labkit").__file__)))
+    assert "the course root" in text and f"here: {root})" in text, text
+    assert "JUPYTER_OPTION" in text
+
+
+def test_lab_passes_jupyter_options_through_in_order():
+    from labkit.cli import _split_lab
+
+    own, jupyter = _split_lab(["lab", "--port", "8899", "--notebook-dir", "x", "--no-browser", "--",
+                               "--notebook-dir=y", "-h"])
+    assert own == ["lab", "--notebook-dir", "x"]
+    assert jupyter == ["--port", "8899", "--no-browser", "--notebook-dir=y", "-h"]
+
+
+def test_a_jupyterlab_terminal_finds_labkit_when_the_server_was_started_without_it_on_path(spawn, tmp_path):
+    """`labkit lab --port P` (an option of Jupyter's, typed as is) from a service-like launch:
+    PATH without the venv, no terminal. A terminal opened through Jupyter's REST and websocket
+    API (what JupyterLab's Terminal tab does) still runs this environment's `labkit`."""
+    import asyncio
+    import socket
+    import time
+    import urllib.request
+
+    from tornado.websocket import websocket_connect
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = "labkit-terminal-test"
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LABKIT_HOME": str(tmp_path / "lk"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "SHELL": "/bin/bash"}
+    env.pop("VIRTUAL_ENV", None)
+    log = open(tmp_path / "server.log", "wb")
+    server = spawn.popen([sys.executable, "-m", "labkit.cli", "lab", "--port", str(port), "--no-browser",
+                          "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
+                          f"--IdentityProvider.token={token}"], env=env, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+
+    def api(method: str, path: str) -> bytes:
+        request = urllib.request.Request(f"{base}{path}", method=method,
+                                         headers={"Authorization": f"token {token}"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.read()
+
+    async def type_in(name: str, line: str, marker: str, timeout_s: float) -> str:
+        ws = await websocket_connect(f"ws://127.0.0.1:{port}/terminals/websocket/{name}?token={token}")
+        try:
+            await ws.write_message(json.dumps(["stdin", line + "\r"]))
+            out, deadline = "", time.monotonic() + timeout_s
+            while marker not in out and time.monotonic() < deadline:
+                try:
+                    message = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    break
+                if message is None:
+                    break
+                kind, *rest = json.loads(message)
+                if kind == "stdout":
+                    out += rest[0]
+            return out
+        finally:
+            ws.close()
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                api("GET", "/api/status")
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+        name = json.loads(api("POST", "/api/terminals"))["name"]
+        try:
+            # LABKIT-$((40+2)) prints LABKIT-42, which the terminal's echo of the typed line does not hold
+            out = asyncio.run(type_in(name, "labkit doctor --json | head -c 100; echo; command -v python; "
+                                            "echo LABKIT-$((40+2))", "LABKIT-42", timeout_s=30))
+        finally:
+            api("DELETE", f"/api/terminals/{name}")
+        assert "command not found" not in out, out
+        assert '"platform"' in out, out  # the first 100 bytes of doctor's JSON
+        assert os.path.join(os.path.dirname(sys.executable), "python") in out, out
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

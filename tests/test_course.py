@@ -400,3 +400,32 @@ def test_public_api_is_typed_and_documented():
 def test_committed_exercises_are_what_the_solutions_build():
     report = build(REPO / "solutions", REPO / "exercises", check=True)
     assert report.ok, "\n".join(report.problems())
+
+
+@pytest.mark.skipif(not list((REPO / "solutions").glob("[0-9][0-9]_*.ipynb")),
+                    reason="no lessons in solutions/ yet")
+def test_run_all_in_every_exercise_draws_check_my_work_before_the_first_cell_that_can_fail():
+    """JupyterLab's Run All stops at the first error: an unanswered stub, or a check of it."""
+    for path in sorted((REPO / "exercises").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        kinds = [(c["metadata"].get("nbgrader", {}).get("grade_id"), c["metadata"].get("nbgrader", {})) for c in cells]
+        ids = [grade_id for grade_id, _ in kinds]
+        at = ids.index("check_my_work")
+        assert ids[at - 1] == "check_my_work_md" and ids.index("setup") < at, (path.name, ids)
+        before = [grade_id for grade_id, meta in kinds[:at] if meta.get("solution") or meta.get("grade")]
+        assert before == [], f"{path.name}: {before} can fail before the Check my work buttons are drawn"
+        assert "CheckMyWork(" in "".join(cells[at]["source"])
+
+
+def test_check_my_work_moves_after_setup_and_a_notebook_without_setup_keeps_its_order():
+    from labkit.course.transform import check_my_work_first
+
+    def cell(grade_id):
+        return {"metadata": {"nbgrader": {"grade_id": grade_id}}} if grade_id else {"metadata": {}}
+
+    order = ["intro", "setup", "ex1_answer", "ex1_tests", "check_my_work_md", "check_my_work", "cleanup", None]
+    moved = check_my_work_first([cell(g) for g in order])
+    assert [c["metadata"].get("nbgrader", {}).get("grade_id") for c in moved] == \
+        ["intro", "setup", "check_my_work_md", "check_my_work", "ex1_answer", "ex1_tests", "cleanup", None]
+    plain = [cell(g) for g in ["intro", "ex1_answer", "check_my_work"]]
+    assert check_my_work_first(plain) == plain

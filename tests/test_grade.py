@@ -427,6 +427,24 @@ def test_a_real_lesson_through_the_command_line_gets_full_partial_and_zero_marks
     assert not grader_processes()
 
 
+
+@pytest.mark.parametrize("options, words", [
+    (["--out", "/dev/null/graded"], "--out /dev/null/graded: cannot create the folder: Not a directory"),
+    (["--out", "{file}"], "cannot create the folder: File exists"),
+    (["--out", "{tmp}/graded", "--solutions", "/dev/null/solutions"], "no solutions folder at /dev/null/solutions"),
+    (["--out", "{tmp}/graded", "--solutions", "{file}"], "no solutions folder at"),
+], ids=["out-under-a-file", "out-is-a-file", "solutions-missing", "solutions-is-a-file"])
+def test_a_bad_path_option_is_one_line_and_exit_2(tmp_path, options, words):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    options = [o.format(tmp=tmp_path, file=a_file) for o in options]
+    done = subprocess.run([sys.executable, "-m", "labkit.cli", "grade", str(EXERCISE), *options],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("labkit: error:"), done.stderr
+    assert words.format(file=a_file) in done.stderr, done.stderr
+    assert not grader_processes()
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(round(value, 4))
 

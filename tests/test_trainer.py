@@ -181,6 +181,27 @@ def test_resume_without_checkpoints_starts_from_scratch(tmp_path, reference):
     assert final_hash(tmp_path) == reference
 
 
+
+def test_a_run_without_resume_starts_afresh_in_a_used_folder(tmp_path, spawn):
+    """Re-running a lesson's cell: the second run's metrics, result and checkpoints are its own."""
+    first = run_trainer(tmp_path, *FAST)  # 30 steps, checkpoints 20, 25, 30 kept
+    assert first.returncode == 0, first.stderr
+    short = ("--epochs", "1", "--steps-per-epoch", "12", "--step-time", "0", "--checkpoint-every", "5")
+    second = spawn.trainer(tmp_path, *short, "--fault", "crash", "--fault-step", "12")  # dies before final.json
+    second.wait(timeout=60)
+    assert [row["step"] for row in metrics(tmp_path)] == list(range(1, 13))  # not 1..30 then 1..12
+    assert not (tmp_path / "final.json").exists(), "the old run's final.json would say this one completed"
+    log = log_text(tmp_path)
+    assert log.count("start: pid") == 2 and "new run (no --resume)" in log.split("start: pid")[2]
+    # the first run's checkpoints moved aside: this run's own (5, 10) were not pruned in their favour
+    assert [step for step, _ in checkpoint.list_checkpoints(tmp_path / "checkpoints")] == [10, 5]
+    assert [step for step, _ in checkpoint.list_checkpoints(tmp_path / "checkpoints.previous")] == [30, 25, 20]
+    resumed = run_trainer(tmp_path, *short, "--resume")  # continues the second run, not the first
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resume: from ckpt-00000010.lkc at step 10" in log_text(tmp_path)
+    assert [row["step"] for row in metrics(tmp_path)] == list(range(1, 13))  # appended after step 10
+    assert json.loads((tmp_path / "final.json").read_text())["global_step"] == 12
+
 def test_memory_mb_holds_real_resident_memory(tmp_path, spawn):
     proc = spawn.trainer(tmp_path, *SLOW, "--memory-mb", "96")
     wait_for_step(tmp_path, 2)

@@ -37,7 +37,9 @@ def test_term_then_kill_shows_exit_codes_steps_lost_and_markers(panel, tmp_path)
     assert [label for _, label in panel.markers] == ["SIGKILL"]
     assert len(panel.samples) >= 3 and panel.samples[-1].ended
     end_marks = [text.get_text().strip() for text in panel.figure().axes[0].texts]
-    assert end_marks == ["SIGKILL", "exit 137"]
+    assert " / ".join(end_marks) == "SIGKILL / exit 137"  # merged when too close to be read apart
+    xs = _label_x_pixels(panel.figure())
+    assert all(b - a >= 8 * panel.figure().dpi / 72 for a, b in zip(xs, xs[1:])), xs  # never on top of each other
     png = panel.save_plot(tmp_path / "panel.png").read_bytes()
     assert png.startswith(b"\x89PNG")
 
@@ -169,3 +171,59 @@ def test_restarting_keeps_one_updater_and_keeps_the_learners_files(panel):
     updaters = [t for t in threading.enumerate() if t.name == "labkit-panel-test" and t.is_alive()]
     assert len(updaters) == 1
     assert (panel.run_dir / "notes.txt").read_text() == "mine"
+
+
+def _label_x_pixels(figure) -> list[float]:
+    axes = figure.axes[0]
+    return sorted(text.get_transform().transform(text.get_position())[0] for text in axes.texts)
+
+
+def test_labels_close_in_time_are_merged_and_the_rest_never_overlap():
+    from labkit import liveplot
+    from labkit.monitor import Sample
+
+    samples = [Sample(1000.0 + i, 7, 50.0, 2**20, 1, 0, "running") for i in range(30)]
+    samples.append(Sample(1030.004, 7, 0.0, 0, 0, 0, "zombie"))
+    live = liveplot.LivePlot()
+    marks = [(1005.0, "SIGSTOP"), (1005.2, "SIGCONT"), (1012.0, "SIGTERM"), (1030.0, "SIGKILL")]
+    live.update(samples, markers=marks, end_label="exit 137")
+    texts = [text.get_text().strip() for text in live.ax_cpu.texts]
+    assert texts == ["SIGSTOP / SIGCONT", "SIGTERM", "SIGKILL / exit 137"]
+    xs = _label_x_pixels(live.figure)
+    label_px = 8 * live.figure.dpi / 72  # one line of the 8 pt labels
+    assert all(b - a >= label_px for a, b in zip(xs, xs[1:])), xs
+    assert len(live.ax_cpu.lines) == 1 + 5  # the CPU line, then one dashed line per marker (the exit's too)
+    assert liveplot.label_groups([(1.0, "a"), (1.05, "b"), (1.2, "c")], 0.1) == [(1.0, "a / b"), (1.2, "c")]
+
+
+def test_a_resumed_run_plots_its_earlier_loss_from_zero_not_at_negative_time(panel):
+    panel.start(epochs=20, checkpoint_every=5)
+    panel.wait_for_step(12)
+    panel.send("SIGTERM")
+    assert panel.wait_exit() == 0
+    stopped_at = checks.last_logged_step(panel.run_dir)
+    time.sleep(0.5)  # a pause between the two processes, as when a learner resumes later
+    panel.start(epochs=20, checkpoint_every=5, resume=True)
+    assert checks.wait_for_log(panel.run_dir, "resume: from", timeout_s=30)
+    panel.wait_for_step(stopped_at + 8)
+    panel.send("SIGTERM")
+    assert panel.wait_exit() == 0
+    panel.refresh()
+    figure = panel.figure()
+    loss_x, _ = figure.axes[2].lines[0].get_data()
+    cpu_x, _ = figure.axes[0].lines[0].get_data()
+    assert len(loss_x) >= 20 and min(loss_x) >= 0 and figure.axes[0].get_xlim()[0] == 0
+    assert min(loss_x) < 0.5 < min(cpu_x)  # the earlier process's loss first, this one's samples after it
+    assert figure.axes[0].get_xlabel().startswith("seconds since the run's first step")
+    assert [label for _, label in panel.markers] == ["resume", "SIGTERM"]
+
+
+def test_start_takes_step_time_s_and_still_the_old_step_time(panel):
+    def step_time_of_trainer() -> str:
+        command = psutil.Process(panel.pid).cmdline()
+        return command[command.index("--step-time") + 1]
+
+    panel.start(epochs=1, steps_per_epoch=400, step_time_s=0.25)
+    assert step_time_of_trainer() == "0.25"
+    panel.start(epochs=1, steps_per_epoch=400, step_time=0.5)  # the old keyword (notebooks/04 uses it)
+    assert step_time_of_trainer() == "0.5"

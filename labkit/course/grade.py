@@ -79,10 +79,24 @@ def grade(submissions: Iterable[str | os.PathLike[str] | Submission], out_dir: s
     if len({(sub.student, sub.notebook) for sub in todo}) < len(todo):
         raise BadArgument("two submissions have the same student and notebook; grade them separately")
     solutions = Path(solutions_dir) if solutions_dir is not None else find_repo_root() / "solutions"
+    _make_out_dir(Path(out_dir))
+    if not solutions.is_dir():
+        raise BadArgument(f"no solutions folder at {solutions}" + ("; pass --solutions DIR" if solutions_dir is None
+                                                                   else ""))
     isolation = _isolation_for(sandbox_user, solutions, Path(out_dir), [sub.path for sub in todo])
     coroutine = _grade_all(todo, Path(out_dir), solutions, limits or GradeLimits(), jobs, regrade,
                            progress, on_result, isolation)
     return _run_coroutine(coroutine)
+
+
+def _make_out_dir(out: Path) -> None:
+    """Create the output folder, or say in one line why it cannot be (a bad --out is bad input)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadArgument(f"--out {out}: cannot create the folder: {err.strerror or err}") from err
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise BadArgument(f"--out {out}: the folder is not writable")
 
 
 def _isolation_for(user: str | None, solutions: Path, out: Path | None, submissions: list[Path]) -> Isolation:

@@ -54,7 +54,8 @@ def build_notebook(nb: Mapping[str, Any], name: str = "notebook") -> NotebookNod
     Solution regions become stubs at the same indentation, hidden tests disappear, outputs
     and execution counts are cleared, metadata is reduced to what the course needs
     (canonical nbgrader metadata, tags, nbgrader's cell locks; kernelspec and language name),
-    and cell ids are kept so the grader can match cells.
+    and cell ids are kept so the grader can match cells. The "Check my work" cells move up to
+    just after the setup cell (see :func:`check_my_work_first`).
 
     >>> from labkit.course import read_notebook, build_notebook
     >>> exercise = build_notebook(read_notebook("solutions/01_signals.ipynb"))  # doctest: +SKIP
@@ -86,6 +87,7 @@ def build_notebook(nb: Mapping[str, Any], name: str = "notebook") -> NotebookNod
             raise BadCell(name, index, cell, f"cell id {cell_id!r} is also used by cell {first_use[cell_id]}")
         first_use[cell_id] = index
         cells.append(_build_cell(cell, index, name))
+    cells = check_my_work_first(cells)
     exercise = nbformat.from_dict({
         "nbformat": 4,
         "nbformat_minor": NBFORMAT_MINOR,
@@ -97,6 +99,34 @@ def build_notebook(nb: Mapping[str, Any], name: str = "notebook") -> NotebookNod
     except nbformat.ValidationError as err:
         raise BadArgument(f"{name}: the built exercise is not a valid notebook: {err.message}") from err
     return exercise
+
+
+CHECK_MY_WORK = ("check_my_work_md", "check_my_work")  #: grade_ids of the "Check my work" cells
+SETUP = "setup"  #: grade_id of the cell every other cell needs first
+
+
+def check_my_work_first(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Move the "Check my work" cells (grade_ids ``check_my_work_md``, ``check_my_work``) to just
+    after the ``setup`` cell.
+
+    An exercise's stubs raise NotImplementedError and its checks fail until answered, and
+    JupyterLab's Run All stops at the first error: at the end of the notebook the buttons
+    would never be drawn for a learner who runs everything first. Placed after the setup,
+    they appear on the first Run All. The grader runs the solution's order with the answers
+    put in, so the move changes no grade. A notebook without these cells, or without a setup
+    cell, keeps its order.
+    """
+    def grade_id(cell: Mapping[str, Any]) -> str | None:
+        meta = cell.get("metadata", {}).get("nbgrader")
+        return meta.get("grade_id") if isinstance(meta, Mapping) else None
+
+    ids = [grade_id(cell) for cell in cells]
+    if SETUP not in ids:
+        return cells
+    moved = [cell for cell, gid in zip(cells, ids) if gid in CHECK_MY_WORK]
+    rest = [cell for cell, gid in zip(cells, ids) if gid not in CHECK_MY_WORK]
+    at = [grade_id(cell) for cell in rest].index(SETUP) + 1
+    return rest[:at] + moved + rest[at:]
 
 
 def render(nb: Mapping[str, Any]) -> bytes:

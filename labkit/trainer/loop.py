@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import signal
 import time
 from collections.abc import Mapping
@@ -141,12 +142,14 @@ class Trainer:
         if self.flags.hup_inherited_ignored:
             self.files.log("SIGHUP is ignored, as inherited (nohup): a closed terminal will not stop this run")
         if not config.resume:
+            self._start_fresh()
             return TrainState.fresh(config)
         self._remove_stale_temporaries()
         try:
             result = checkpoint.load_latest(self.files.checkpoints)
         except NoCheckpoint as err:
             self.files.log(f"resume: {err}; starting from scratch")
+            self.files.truncate_metrics(0)  # lines of a run that left no checkpoint: redone from step 1
             return TrainState.fresh(config)
         for path, reason in result.skipped:
             self.files.log(f"resume: skipped {path.name}: {reason}")
@@ -158,6 +161,36 @@ class Trainer:
                        f"(epoch {state.epoch}, step {state.position} of the epoch)"
                        + (f"; {dropped} metric lines after it will be redone" if dropped else ""))
         return state
+
+    def _start_fresh(self) -> None:
+        """Start a run without --resume from nothing, in a folder an earlier run may have used.
+
+        Its metrics.jsonl starts empty and final.json goes (a plot or a check must not show the
+        old run's loss or result); train.log keeps the earlier lines above a "new run" line. The
+        earlier run's checkpoints are moved to ``checkpoints.previous/`` (replacing an older
+        set there): left in ``checkpoints/``, the newest by step would be the old run's, so
+        pruning (``--keep``) would delete this run's own saves and a later ``--resume`` would
+        continue the old run instead of this one.
+        """
+        emptied = self.files.start_fresh()
+        moved = self._set_aside_checkpoints()
+        if self.files.log_had_lines or emptied or moved:
+            self.files.log("new run (no --resume): metrics.jsonl and final.json start empty"
+                           + (f"; the previous run's checkpoints (newest step {moved[0]}) are now in "
+                              f"{self.files.checkpoints.name}.previous/" if moved else "")
+                           + "; to continue a run instead, start it with --resume")
+
+    def _set_aside_checkpoints(self) -> list[int]:
+        """Move the checkpoints of an earlier run out of the way; their steps, newest first."""
+        folder = self.files.checkpoints
+        steps = [step for step, _ in checkpoint.list_checkpoints(folder)]
+        if not folder.is_dir() or not any(folder.iterdir()):
+            return steps
+        aside = folder.with_name(folder.name + ".previous")
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(folder, aside)
+        return steps
 
     def _remove_stale_temporaries(self) -> None:
         for stale in checkpoint.remove_stale_temporaries(self.files.checkpoints):

@@ -61,6 +61,11 @@ class RankTrainer(Trainer):
             if self._group is not None:
                 self._group.close()
 
+    def _set_aside_checkpoints(self) -> list[int]:
+        if self.rank == 0:  # the checkpoints folder is rank 0's
+            return super()._set_aside_checkpoints()
+        return []
+
     def _remove_stale_temporaries(self) -> None:
         if self.rank == 0:  # the other ranks must not touch rank 0's folder
             super()._remove_stale_temporaries()

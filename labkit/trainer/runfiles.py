@@ -31,6 +31,7 @@ class RunFiles:
         self.metrics_path = run_dir / "metrics.jsonl"
         # Append mode (O_APPEND): lines from faulthandler's C-level dump and ours never overwrite.
         self.log_file = open(run_dir / "train.log", "a", buffering=1, encoding="utf-8")
+        self.log_had_lines = self.log_file.tell() > 0  # an earlier run of this folder logged here
         self._metrics = open(self.metrics_path, "a", buffering=1, encoding="utf-8")
         self._echo = echo
         self.heartbeat.touch()
@@ -74,6 +75,18 @@ class RunFiles:
         write_atomic(self.metrics_path, "".join(line + "\n" for line in kept).encode())
         self._metrics = open(self.metrics_path, "a", buffering=1, encoding="utf-8")
         return dropped
+
+    def start_fresh(self) -> list[str]:
+        """Empty metrics.jsonl and remove final.json: a new run's plot and result are its own.
+
+        train.log is kept (appended to: the trainer writes a "new run" line), and so is the
+        heartbeat. Returns the names of the files that held a previous run's data.
+        """
+        had = [path.name for path in (self.metrics_path, self.final) if path.exists() and path.stat().st_size]
+        self._metrics.close()
+        self._metrics = open(self.metrics_path, "w", buffering=1, encoding="utf-8")
+        self.final.unlink(missing_ok=True)
+        return had
 
     def write_final(self, summary: dict) -> None:
         """Atomically write final.json."""
