@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     from labkit.course.progress import add_arguments as add_progress_arguments
 
     add_progress_arguments(progress)
+    scenario = sub.add_parser("scenario", help="broken machines to fix from a real terminal")
+    from labkit.scenarios.cli import add_arguments as add_scenario_arguments
+
+    add_scenario_arguments(scenario)
 
     diagnose = sub.add_parser("diagnose", help="why a process seems stuck: a verdict, its evidence, next steps")
     from labkit.diagnose import add_arguments as add_diagnose_arguments
@@ -109,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     from labkit.monitor import add_arguments as add_monitor_arguments
 
     add_monitor_arguments(monitor)
+    preempt = sub.add_parser("preempt-test",
+                             help="prove a training command survives preemption: stop it at random moments, resume, check")
+    from labkit.preempt.cli import add_arguments as add_preempt_arguments
+
+    add_preempt_arguments(preempt)
     return parser
 
 
@@ -177,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
     """Separate ``jobs start NAME ... -- CMD`` and ``limit ... -- CMD`` into labkit's arguments and the command."""
-    if (argv[:2] == ["jobs", "start"] or argv[:1] == ["limit"]) and "--" in argv:
+    if (argv[:2] == ["jobs", "start"] or argv[:1] in (["limit"], ["preempt-test"])) and "--" in argv:
         cut = argv.index("--")
         return argv[:cut], argv[cut + 1:]
     return argv, []
@@ -220,6 +229,14 @@ def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
         from labkit.course.grade import main as grade_main
 
         return grade_main(args)
+    if args.command == "scenario":
+        from labkit.scenarios.cli import main as scenario_main
+
+        return scenario_main(args)
+    if args.command == "preempt-test":
+        from labkit.preempt.cli import main as preempt_main
+
+        return preempt_main(args, command)
     if args.command == "progress":
         from labkit.course.progress import main as progress_main
 

@@ -30,6 +30,9 @@ def labkit(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
     (["train", "--run-dir", "/proc/labkit-cannot-exist"], "cannot use run folder"),
     (["jobs", "start", "bad/name"], "bad job name"),
     (["jobs", "frobnicate"], "invalid choice"),
+    (["scenario", "start", "no-such-scenario"], "no-such-scenario"),
+    (["preempt-test", "--interruptions", "-1", "--", "true"], "interruptions"),
+    (["preempt-test"], "command"),
     (["nonsense"], "invalid choice"),
     ([], "required"),
 ])
@@ -281,3 +284,37 @@ def test_a_jupyterlab_terminal_finds_labkit_when_the_server_was_started_without_
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+def test_scenario_and_preempt_test_are_labkit_commands(home):
+    listed = labkit("scenario", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "stalled-run" in listed.stdout and "torn-checkpoint" in listed.stdout
+    helped = labkit("preempt-test", "--help")
+    assert helped.returncode == 0 and "--grace-s" in helped.stdout
+
+
+def test_progress_lists_the_scenarios_played(home):
+    from labkit._atomic import write_json_atomic
+    from labkit.scenarios import engine
+
+    write_json_atomic(engine.home() / engine.RESULTS_FILE, {"results": [
+        {"name": "zombies", "seed": 3, "outcome": "passed", "seconds": 95.0, "hints_used": 1, "checks": 2,
+         "finished_at": 0.0}]})
+    shown = labkit("progress")
+    assert shown.returncode == 0, shown.stderr
+    assert "scenario zombies" in shown.stdout and "passed" in shown.stdout and "1 hint(s)" in shown.stdout
+
+
+def test_binders_server_config_gives_terminals_the_course_environment(home):
+    """repo2docker copies the repository into $HOME, so Jupyter reads .jupyter/ from it."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    config = Path(__file__).resolve().parent.parent / ".jupyter" / "jupyter_server_config.py"
+    c = SimpleNamespace(ServerApp=SimpleNamespace())
+    exec(compile(config.read_text(), str(config), "exec"), {"get_config": lambda: c})
+    shell = c.ServerApp.terminado_settings["shell_command"]
+    assert shell[1] == "--rcfile" and shell[-1] == "-i"
+    rc = Path(shell[2]).read_text()
+    assert f'PATH="{Path(sys.executable).parent}:$PATH"' in rc and rc.index("/etc/profile") < rc.index("PATH=")

@@ -230,6 +230,9 @@ def show_progress(exercises_dir: str | Path | None = None) -> str:
     total = sum(r["points"] for r in rows)
     lines = [f"{r['lesson']:22} {r['exercise']:4} {r['status']:9} {r['points']:>3} pts  {r['title'][:50]}" for r in rows]
     lines.append(f"{earned:g} of {total:g} points from the visible checks (the graded checks include hidden ones)")
+    from labkit.scenarios.engine import summary_lines
+
+    lines += summary_lines()  # one line per scenario played: best outcome, seconds, hints
     text = "\n".join(lines)
     print(text)
     return text

@@ -109,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         return run(args)
     except LabkitError as err:
-        print(f"labkit scenario: error: {err}", file=sys.stderr)
+        print(f"labkit: error: {err}", file=sys.stderr)
         return err.exit_code
 
 
