@@ -14,7 +14,7 @@ the caller's session with SIGHUP ignored, via the real ``nohup``), ``tmux`` and 
 says how to reattach, and stopping the job ends its session).
 
 >>> job = start("demo")                   # doctest: +SKIP
->>> job.stop(timeout_s=10).as_dict()      # doctest: +SKIP
+>>> job.stop(grace_s=10).as_dict()      # doctest: +SKIP
 {'name': 'demo', 'pid': 4242, 'signal_sent': 'SIGTERM', 'escalated': False, 'exit_code': 0, ...}
 """
 
@@ -240,12 +240,8 @@ class Job:
         _wait_until(lambda: self.exit_info() is not None, 2.0)
         return self.exit_code
 
-    def stop(self, grace_s: float = 10.0, sig: str | int | signal.Signals = signal.SIGTERM, *,
-             timeout_s: float | None = None) -> StopResult:
+    def stop(self, grace_s: float = 10.0, sig: str | int | signal.Signals = signal.SIGTERM) -> StopResult:
         """Send ``sig`` to the group, wait up to ``grace_s`` seconds, then SIGKILL whatever is left.
-
-        ``timeout_s`` is the old name of ``grace_s``, still accepted (every stop in labkit spells
-        the time between the signal and SIGKILL ``grace_s``).
 
         Raises:
             NotOurProcess: the job's pid was recycled (nothing is signalled).
@@ -256,8 +252,6 @@ class Job:
             names = ", ".join(s.name for s in sigs.STOPPING_SIGNALS)
             raise BadArgument(f"stop sends a signal that ends a process ({names}); "
                               f"for {sig.name} use `labkit jobs signal {self.name} {sig.name}`")
-        if timeout_s is not None:
-            grace_s = timeout_s
         if not (0 <= grace_s < float("inf")):
             raise BadArgument(f"the grace period must be a number of seconds >= 0, got {grace_s}")
         self.process()

@@ -98,17 +98,14 @@ class TrainerPanel:
 
     def start(self, epochs: int = 20, steps_per_epoch: int = 50, step_time_s: float = 0.02, workers: int = 0,
               memory_mb: int = 0, fault: str | None = None, checkpoint_every: int = 10, resume: bool = False,
-              fresh: bool = True, extra_args: tuple[str, ...] = (), step_time: float | None = None) -> int:
+              fresh: bool = True, extra_args: tuple[str, ...] = ()) -> int:
         """Start the trainer (stopping a running one first); return its pid.
 
         ``fresh`` removes the previous run's files first (train.log, metrics, checkpoints...),
         unless ``resume`` asks to continue from them; other files in the folder are kept.
-        ``step_time_s`` is the trainer's ``--step-time``; ``step_time`` is its old name, still
-        accepted. A resumed run's plot starts at the run's first step, with a "resume" line
+        ``step_time_s`` is the trainer's ``--step-time``. A resumed run's plot starts at the run's first step, with a "resume" line
         where this process began.
         """
-        if step_time is not None:
-            step_time_s = step_time  # the old keyword (lesson notebooks written before the rename)
         if fault not in (None, "", "none") and fault not in FAULTS:
             raise BadArgument(f"unknown fault {fault!r}; choose one of {', '.join(FAULTS)}")
         with self._lock:

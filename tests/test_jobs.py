@@ -42,7 +42,7 @@ def test_a_job_runs_in_its_own_session_and_group_with_its_state_recorded(home):
 def test_stop_a_normal_trainer_without_escalation(home):
     job, run_dir = trainer_job(home, "calm")
     wait_for_step(run_dir, 3)
-    result = job.stop(timeout_s=10)
+    result = job.stop(grace_s=10)
     assert result.as_dict().keys() == {"name", "pid", "signal_sent", "escalated", "exit_code", "seconds"}
     assert (result.signal_sent, result.escalated, result.exit_code) == ("SIGTERM", False, 0)
     assert result.seconds < 2
@@ -53,7 +53,7 @@ def test_stop_a_normal_trainer_without_escalation(home):
 def test_stop_escalates_to_sigkill_after_the_timeout(home):
     job, run_dir = trainer_job(home, "stubborn", "--fault", "ignore-sigterm")
     wait_for_step(run_dir, 2)
-    result = job.stop(timeout_s=1)
+    result = job.stop(grace_s=1)
     assert result.escalated and result.signal_sent == "SIGTERM"
     assert result.exit_code == 128 + signal.SIGKILL
     assert 0.9 < result.seconds < 3
@@ -65,7 +65,7 @@ def test_stop_reaches_workers_through_the_process_group(home):
     job, run_dir = trainer_job(home, "pool", "--workers", "2")
     wait_for_step(run_dir, 2)
     assert len(job.members()) == 3
-    result = job.stop(timeout_s=10)
+    result = job.stop(grace_s=10)
     assert (result.escalated, result.exit_code) == (False, 0)
     assert job.members() == []
 
@@ -81,7 +81,7 @@ def test_a_recycled_pid_is_never_signalled(home, spawn):
     job = jobs.Job("ghost")
     assert job.state == "recycled" and not job.is_alive()
     with pytest.raises(NotOurProcess, match="recycled"):
-        job.stop(timeout_s=1)
+        job.stop(grace_s=1)
     with pytest.raises(NotOurProcess):
         job.send_signal("SIGKILL")
     assert victim.poll() is None  # still alive: nothing was sent
@@ -107,7 +107,7 @@ def test_orphaned_workers_are_found_and_stopped_with_the_group(home):
     assert len(orphans) == 2 and all(p.pid != job.pid for p in orphans)
     status = job.status()
     assert status["state"] == "exited" and len(status["group_members"]) == 2
-    result = job.stop(timeout_s=2)
+    result = job.stop(grace_s=2)
     assert result.signal_sent == "SIGTERM" and job.members() == []
 
 
@@ -121,17 +121,17 @@ def test_nohup_mode_ignores_sighup_and_stays_in_the_callers_session(home):
     job.send_signal("HUP")
     time.sleep(0.2)
     assert job.is_alive()
-    assert job.stop(timeout_s=2).exit_code == 128 + signal.SIGTERM
+    assert job.stop(grace_s=2).exit_code == 128 + signal.SIGTERM
 
 
 def test_a_running_name_cannot_be_reused_but_an_ended_one_can(home):
     job = jobs.start("twice", ["sleep", "30"])
     with pytest.raises(JobExists, match="still running"):
         jobs.start("twice", ["sleep", "30"])
-    job.stop(timeout_s=2)
+    job.stop(grace_s=2)
     again = jobs.start("twice", ["sleep", "30"])
     assert again.pid != job.pid and again.exit_code is None
-    again.stop(timeout_s=2)
+    again.stop(grace_s=2)
 
 
 def test_bad_input_gives_typed_errors(home):
@@ -165,7 +165,7 @@ def test_list_and_remove(home):
     with pytest.raises(JobExists):
         jobs.remove("b")
     assert [job.name for job in jobs.list_jobs()] == ["b"]
-    jobs.Job("b").stop(timeout_s=2)
+    jobs.Job("b").stop(grace_s=2)
 
 
 def test_a_nohup_trainer_survives_sighup_and_still_stops_on_sigterm(home):
@@ -177,7 +177,7 @@ def test_a_nohup_trainer_survives_sighup_and_still_stops_on_sigterm(home):
     wait_for_step(run_dir, step + 5)
     assert job.is_alive()
     assert "SIGHUP is ignored, as inherited (nohup)" in (run_dir / "train.log").read_text()
-    result = job.stop(timeout_s=10)
+    result = job.stop(grace_s=10)
     assert (result.escalated, result.exit_code) == (False, 0)
 
 
@@ -186,7 +186,7 @@ def test_stopping_a_stopped_job_wakes_it_so_it_can_save(home):
     wait_for_step(run_dir, 2)
     job.send_signal("STOP")
     wait_for(lambda: job.state == "stopped", 5, "state T")
-    result = job.stop(timeout_s=10)
+    result = job.stop(grace_s=10)
     assert (result.escalated, result.exit_code) == (False, 0)
     assert "stopped cleanly on SIGTERM" in (run_dir / "train.log").read_text()
 
@@ -197,7 +197,7 @@ def test_stop_refuses_signals_that_do_not_end_a_process(home):
         job.stop(sig="SIGUSR1")
     with pytest.raises(BadArgument, match="grace period"):
         job.stop(grace_s=float("nan"))
-    assert job.stop(timeout_s=2, sig="SIGINT").exit_code == 128 + signal.SIGINT
+    assert job.stop(grace_s=2, sig="SIGINT").exit_code == 128 + signal.SIGINT
 
 
 def test_a_damaged_record_is_reported_without_hiding_other_jobs(home, capsys):
@@ -230,7 +230,7 @@ def test_a_terminal_job_runs_in_its_session_logs_its_output_and_stop_ends_the_se
     wait_for(lambda: "step 10 " in job.logs(), 10, "the step line in job.log")
     assert "\r" not in job.logs()
     wait_for(lambda: "step" in job.screen_text(), 10, "the step line on the session's screen")
-    result = job.stop(timeout_s=10)
+    result = job.stop(grace_s=10)
     assert result.exit_code == 0 and not result.escalated
     wait_for(lambda: not terminal.exists(), 5, "the session to end")
     assert "stopped cleanly on SIGTERM" in (run_dir / "train.log").read_text()
@@ -246,7 +246,7 @@ def test_attach_prints_the_reattach_command_for_the_private_socket(home, mode):
         else:
             assert command == f"SCREENDIR={home / 'screen'} screen -r att.1"
     finally:
-        job.stop(timeout_s=5)
+        job.stop(grace_s=5)
     with pytest.raises(LabkitError, match="has ended"):
         job.attach_command()
 
@@ -257,7 +257,7 @@ def test_attach_explains_that_setsid_jobs_have_no_terminal(home):
         with pytest.raises(LabkitError, match="no terminal to reattach.*logs -f plainjob"):
             job.attach_command()
     finally:
-        job.stop(timeout_s=5)
+        job.stop(grace_s=5)
 
 
 @needs["tmux"]
@@ -283,7 +283,7 @@ def test_a_terminal_job_gets_the_callers_environment_and_working_folder(home, tm
         assert f"value=from-the-caller cwd={tmp_path} tmux=yes" in job.logs()
         assert not list((home / "jobs" / "envjob").glob(".environment*"))  # the private copy is gone
     finally:
-        job.stop(timeout_s=5)
+        job.stop(grace_s=5)
 
 
 @pytest.mark.parametrize("mode", TERMINAL_MODES)
@@ -309,4 +309,4 @@ def test_an_ended_terminal_job_can_be_started_again_and_its_old_log_is_kept(home
         wait_for(lambda: "second run" in job.logs(), 10, "the second run's output")
         assert "first run" in (job.dir / "job.log.1").read_text()
     finally:
-        job.stop(timeout_s=5)
+        job.stop(grace_s=5)

@@ -322,7 +322,7 @@ def test_stopping_a_throttled_tree_without_a_cgroup_ends_every_process_it_starte
         run.wait()
 
 
-def test_stop_ends_workers_that_ignore_sigterm_after_the_grace_and_takes_the_old_keyword():
+def test_stop_ends_workers_that_ignore_sigterm_after_the_grace():
     stubborn = [sys.executable, "-c", "import signal, subprocess, sys, time\n"
                 "code = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'\n"
                 "kids = [subprocess.Popen([sys.executable, '-c', code]) for _ in range(2)]\n"
@@ -331,7 +331,7 @@ def test_stop_ends_workers_that_ignore_sigterm_after_the_grace_and_takes_the_old
     procs = started_tree(run, 3)
     time.sleep(0.3)  # the workers have set their handlers
     started = time.monotonic()
-    assert run.stop(timeout_s=0.5) == 128 + 15  # the top process ends on SIGTERM; its workers on SIGKILL
+    assert run.stop(grace_s=0.5) == 128 + 15  # the top process ends on SIGTERM; its workers on SIGKILL
     assert survivors(procs) == [] and time.monotonic() - started < 5
 
 

@@ -52,7 +52,7 @@ def test_labkit_jobs_survive_and_then_stop_cleanly_with_their_sessions(home):
     for name in methods:
         job = jobs.Job(name)
         assert report[name].survived and job.pid == report[name].pid and job.is_alive()
-        result = job.stop(timeout_s=5)
+        result = job.stop(grace_s=5)
         assert result.exit_code == 143 and not result.escalated  # sleep dies of the SIGTERM
         if job.terminal is not None:
             assert not job.terminal.exists()

@@ -165,11 +165,17 @@ def test_restarting_keeps_one_updater_and_keeps_the_learners_files(panel):
     (panel.run_dir / "notes.txt").write_text("mine")
     panel.start(epochs=100)
     panel.start(epochs=100)
-    time.sleep(0.3)
     import threading
 
-    updaters = [t for t in threading.enumerate() if t.name == "labkit-panel-test" and t.is_alive()]
-    assert len(updaters) == 1
+    def updaters() -> list:
+        return [t for t in threading.enumerate() if t.name == "labkit-panel-test" and t.is_alive()]
+
+    # the first run's updater ends once the redraw it is in finishes (long on a loaded machine)
+    deadline = time.monotonic() + 10
+    while len(updaters()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # and no second one appears
+    assert len(updaters()) == 1
     assert (panel.run_dir / "notes.txt").read_text() == "mine"
 
 
@@ -218,12 +224,10 @@ def test_a_resumed_run_plots_its_earlier_loss_from_zero_not_at_negative_time(pan
     assert [label for _, label in panel.markers] == ["resume", "SIGTERM"]
 
 
-def test_start_takes_step_time_s_and_still_the_old_step_time(panel):
+def test_start_passes_step_time_s_to_the_trainer(panel):
     def step_time_of_trainer() -> str:
         command = psutil.Process(panel.pid).cmdline()
         return command[command.index("--step-time") + 1]
 
     panel.start(epochs=1, steps_per_epoch=400, step_time_s=0.25)
     assert step_time_of_trainer() == "0.25"
-    panel.start(epochs=1, steps_per_epoch=400, step_time=0.5)  # the old keyword (notebooks/04 uses it)
-    assert step_time_of_trainer() == "0.5"

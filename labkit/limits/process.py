@@ -93,13 +93,10 @@ class LimitedProcess:
 
         return explain_exit_code(self.returncode)
 
-    def stop(self, grace_s: float = 10.0, *, timeout_s: float | None = None) -> int:
+    def stop(self, grace_s: float = 10.0) -> int:
         """End the command and everything it started: SIGTERM (and SIGCONT) to the whole tree, SIGKILL
         to what is left after ``grace_s`` seconds; then clean up. Returns the command's exit code.
-
-        ``timeout_s`` is the old name of ``grace_s``, still accepted.
         """
-        grace_s = grace_s if timeout_s is None else timeout_s
         if self.returncode is None:
             members = tree_stop.members(self.pid, self._own_group, self._started_at)
             self._release_helpers()  # the throttle continues what it stopped: a stopped process ignores SIGTERM
