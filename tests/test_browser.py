@@ -140,6 +140,62 @@ def test_a_terminal_in_jupyterlab_runs_labkit(lab_without_venv_on_path, tmp_path
                                                           headers=headers)).close()
 
 
+def test_a_scenario_played_in_a_jupyterlab_terminal(lab_without_venv_on_path, tmp_path):
+    """Start port-held, type the fix a learner would, run `labkit scenario check`, see it pass."""
+    import random
+
+    from labkit.scenarios.port_held import PortHeld
+
+    url, folder = lab_without_venv_on_path
+    port = PortHeld().plan(random.Random(1))["port"]
+    started, checked = folder / "started.txt", folder / "checked.txt"
+    env = {**os.environ, "LABKIT_HOME": str(folder / "labkit-home")}
+    try:
+        with playwright.sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{url}/lab?token={TOKEN}")
+            card = page.locator(".jp-LauncherCard", has_text="Terminal").first
+            card.wait_for(timeout=60_000)
+            _dismiss_dialogs(page)
+            card.click()
+            terminal = page.locator(".jp-Terminal")
+            terminal.wait_for(timeout=60_000)
+            for attempt in range(4):  # keys typed before the terminal's websocket is open are lost
+                terminal.click()
+                page.keyboard.type(f"labkit scenario start port-held --seed 1 > {started} 2>&1; "
+                                   f"echo exit $? >> {started}\n")
+                try:
+                    _wait(lambda: started.exists() and "exit " in started.read_text(), 30, "the scenario to start")
+                    break
+                except AssertionError:
+                    if attempt == 3:
+                        raise
+            text = started.read_text()
+            assert "Goal:" in text and text.rstrip().endswith("exit 0"), text
+            # the learner's fix: ask the kernel who holds the port, stop that process, then check
+            page.keyboard.type(f"kill $(ss -ltnpH 'sport = :{port}' | grep -o 'pid=[0-9]*' | cut -d= -f2); "
+                               f"sleep 1; labkit scenario check > {checked} 2>&1; echo exit $? >> {checked}\n")
+            _wait(lambda: checked.exists() and "exit " in checked.read_text(), 60, "labkit scenario check")
+            text = checked.read_text()
+            assert "passed" in text and text.rstrip().endswith("exit 0"), text
+            shot = Path(os.environ.get("LABKIT_TEST_OUTPUT", tmp_path)) / "scenario-in-jupyterlab.png"
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot))
+            browser.close()
+    finally:  # whatever happened in the browser, nothing of the scenario is left
+        subprocess.run([sys.executable, "-m", "labkit.cli", "scenario", "reset"], env=env, capture_output=True,
+                       timeout=60)
+        headers = {"Authorization": f"token {TOKEN}"}
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/api/terminals", headers=headers)) as reply:
+            for term in json.loads(reply.read()):
+                urllib.request.urlopen(urllib.request.Request(f"{url}/api/terminals/{term['name']}",
+                                                              method="DELETE", headers=headers)).close()
+    assert not (folder / "labkit-home" / "scenario").exists()
+
+
 def _dismiss_dialogs(page) -> None:
     dialogs = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
     for index in range(dialogs.count()):

@@ -24,7 +24,8 @@ def home(tmp_path, monkeypatch):
     """A private LABKIT_HOME; every capability available unless a test says otherwise."""
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(engine, "capabilities", lambda: {name: (True, "test") for name in
-                                                         ("ptrace", "cgroup-cpu", "cpulimit")})
+                                                         ("ptrace", "cgroup-cpu", "cpulimit", "systemctl-user",
+                                                          "tmux")})
     yield tmp_path / "home"
     engine.reset()
 
@@ -488,4 +489,377 @@ def test_torn_checkpoint_wrong_fixes(home, wrong):
     problems = finish(ctx)
     assert any(("step 0" if wrong != "older" else "older") in p for p in problems), problems
     engine.reset()
+    assert not ctx.folder.exists()
+
+
+# ---------------------------------------------------------------- systemd: restart-loop, unit-limits, boot-order
+
+SYSTEMD_UNAVAILABLE = os.environ.get("LABKIT_SYSTEMD_UNAVAILABLE")
+needs_systemd = pytest.mark.skipif(bool(SYSTEMD_UNAVAILABLE), reason=f"no systemd user manager: {SYSTEMD_UNAVAILABLE}")
+
+
+def systemctl(*args: str) -> subprocess.CompletedProcess:
+    """`systemctl --user ARGS` as the learner types it (against the test run's manager)."""
+    from labkit.systemd.manager import user_environment
+
+    return subprocess.run(["systemctl", "--user", *args], capture_output=True, text=True, timeout=60,
+                          env=user_environment())
+
+
+def unit_file(name: str) -> Path:
+    from labkit.scenarios import _units
+
+    return _units.unit_dir() / name
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Edit a unit file as `sed -i` would; the old text must be there."""
+    text = path.read_text()
+    assert re.search(old, text, re.M), (old, text)
+    path.write_text(re.sub(old, new, text, flags=re.M))
+
+
+def assert_units_gone(ctx: base.Context, *units: str) -> None:
+    for unit in units:
+        assert not unit_file(unit).exists()
+        shown = systemctl("show", "-p", "LoadState,ActiveState", unit).stdout
+        assert "LoadState=not-found" in shown and "ActiveState=inactive" in shown, shown
+    assert not ctx.folder.exists()
+
+
+def test_list_skips_the_systemd_and_tmux_scenarios_without_them(home, monkeypatch, capsys):
+    monkeypatch.setattr(engine, "capabilities", lambda: {"systemctl-user": (False, "systemd is not PID 1"),
+                                                         "tmux": (False, "not found on PATH")})
+    assert cli.main(cli.parse(["list"])) == 0
+    lines = {l.split()[0]: l for l in capsys.readouterr().out.splitlines()}
+    for name in ("restart-loop", "unit-limits", "boot-order"):
+        assert "skipped: no systemctl-user (systemd is not PID 1)" in lines[name]
+    assert "skipped: no tmux (not found on PATH)" in lines["tmux-move"]
+    assert "skipped" not in lines["logout"]
+    assert cli.main(cli.parse(["start", "tmux-move"])) == 1
+    assert "cannot run here: no tmux" in capsys.readouterr().err
+    assert cli.main(cli.parse(["start", "boot-order"])) == 1
+    assert "cannot run here: no systemctl-user" in capsys.readouterr().err
+    assert not (home / "scenario").exists()
+
+
+@needs_systemd
+@pytest.mark.parametrize("fix", ["right", "stop-only", "restart-sec", "restart-no"])
+def test_restart_loop(home, fix):
+    _, ctx = engine.start("restart-loop", 3 if fix == "right" else 8)
+    unit, path = ctx.data["unit"], unit_file(ctx.data["unit"])
+    assert "SubState=auto-restart" in systemctl("show", "-p", "SubState", unit).stdout
+    assert any("for ever" in p for p in finish(ctx))
+    if fix == "stop-only":
+        assert systemctl("stop", unit).returncode == 0
+    elif fix == "restart-sec":
+        edit(path, r"^RestartSec=.*", "RestartSec=10s")
+    elif fix == "restart-no":
+        edit(path, r"^Restart=.*", "Restart=no")
+    else:  # a short RestartSec= and a wide window: 3-5 rounds of ~0.5 s fit in 30 s
+        edit(path, r"^StartLimitIntervalSec=.*", "StartLimitIntervalSec=30s")
+        edit(path, r"^RestartSec=.*", "RestartSec=200ms")
+    if fix != "stop-only":
+        assert any("changed on disk" in p for p in finish(ctx))
+        assert systemctl("daemon-reload").returncode == 0
+        systemctl("restart", unit)
+    problems = finish(ctx)
+    if fix == "right":
+        assert problems == []
+        assert_units_gone(ctx, unit)
+        return
+    expected = {"stop-only": "for ever", "restart-sec": "for ever", "restart-no": "no longer restarts"}[fix]
+    assert any(expected in p for p in problems), problems
+    engine.reset()
+    assert_units_gone(ctx, unit)
+
+
+@needs_systemd
+@pytest.mark.parametrize("fix", ["right", "delete", "comment-out", "set-property"])
+def test_unit_limits(home, fix):
+    _, ctx = engine.start("unit-limits", 4)
+    unit, path = ctx.data["unit"], unit_file(ctx.data["unit"])
+    shown = systemctl("show", "-p", "CPUQuotaPerSecUSec,MemoryMax,TasksMax", unit).stdout
+    assert "CPUQuotaPerSecUSec=infinity" in shown and "MemoryMax=infinity" in shown
+    assert len(finish(ctx)) == 3
+    if fix == "right":  # each note on its own line
+        edit(path, r"^((?:CPUQuota|MemoryMax|TasksMax)=\S+)\s+(#.*)$", r"\2\n\1")
+    elif fix == "delete":
+        edit(path, r"^(CPUQuota|MemoryMax|TasksMax)=.*\n", "")
+    elif fix == "comment-out":
+        edit(path, r"^((?:CPUQuota|MemoryMax|TasksMax)=.*)$", r"# \1")
+    else:  # the right values, on the command line only
+        d = ctx.data
+        assert systemctl("set-property", "--runtime", unit, f"CPUQuota={d['cpu_percent']}%",
+                         f"MemoryMax={d['memory']}", f"TasksMax={d['tasks']}").returncode == 0
+        assert "infinity" not in systemctl("show", "-p", "CPUQuotaPerSecUSec,MemoryMax", unit).stdout
+        problems = finish(ctx)
+        assert len(problems) == 1 and "set-property" in problems[0], problems
+        control = [p for p in systemctl("show", "-p", "DropInPaths", unit).stdout.split("=", 1)[1].split()]
+        assert control and all(Path(p).exists() for p in control)
+        engine.reset()
+        assert_units_gone(ctx, unit)
+        assert not any(Path(p).exists() for p in control)
+        return
+    assert any("changed on disk" in p for p in finish(ctx))
+    assert systemctl("daemon-reload").returncode == 0
+    assert systemctl("restart", unit).returncode == 0
+    problems = finish(ctx)
+    if fix == "right":
+        assert problems == []
+    else:
+        assert len(problems) == 3 and all("does not hold" in p for p in problems), problems
+        engine.reset()
+    assert_units_gone(ctx, unit)
+
+
+@needs_systemd
+@pytest.mark.parametrize("fix", ["right", "restart-by-hand", "wants-only", "sleep"])
+def test_boot_order(home, fix):
+    from labkit.scenarios.boot_order import BootOrder
+
+    _, ctx = engine.start("boot-order", seed_for(BootOrder(), broken="none"))
+    d = ctx.data
+    api, model, path = d["api_unit"], d["model_unit"], unit_file(d["api_unit"])
+    assert "ActiveState=failed" in systemctl("show", "-p", "ActiveState", api).stdout
+    if fix == "restart-by-hand":
+        assert systemctl("restart", api).returncode == 0  # the model server runs by now: it works, for now
+    elif fix == "sleep":
+        edit(path, r"^\[Service\]$", f"[Service]\nExecStartPre=/bin/sleep {d['warmup_s'] + 1}")
+    else:
+        deps = f"Wants={model}\n" + (f"After={model}\n" if fix == "right" else "")
+        edit(path, r"^\[Unit\]$", f"[Unit]\n{deps}")
+    if fix != "restart-by-hand":
+        assert systemctl("daemon-reload").returncode == 0
+    problems = finish(ctx)
+    if fix == "right":
+        assert problems == []
+    else:
+        expected = "fixed time" if fix == "sleep" else "simulated boot"
+        assert any(expected in p for p in problems), problems
+        engine.reset()
+    assert_units_gone(ctx, api, model)
+
+
+# ---------------------------------------------------------------- disk-full
+
+
+def disk_full(seed: int) -> tuple[base.Context, Path]:
+    from labkit.scenarios.disk_full import DiskFull
+
+    _, ctx = engine.start("disk-full", seed)
+    run_dir = DiskFull().run_dir(ctx)
+    assert "No space left on device" in (run_dir / "train.log").read_text()
+    df = subprocess.run(["df", "--output=avail", str(run_dir)], capture_output=True, text=True, check=True).stdout
+    assert int(df.split()[-1]) < 200  # KiB: not room for another checkpoint
+    assert "not been started again" in " ".join(finish(ctx))
+    return ctx, run_dir
+
+
+def rerun(ctx: base.Context, *extra: str, keep: str | None = None) -> None:
+    """launch.sh's command again, as the learner would, with ``--keep`` changed and ``extra`` added."""
+    import shlex
+    import sys
+
+    argv = shlex.split((ctx.folder / "launch.sh").read_text().splitlines()[-1])[1:]
+    if keep is not None:
+        argv[argv.index("--keep") + 1] = keep
+    subprocess.run([sys.executable, *argv, *extra], check=False, timeout=120, capture_output=True)
+
+
+def test_disk_full_right_fix(home):
+    ctx, run_dir = disk_full(1)
+    files = sorted((run_dir / "checkpoints").glob("ckpt-*.lkc"))
+    for path in files[:-2]:  # ls ckpt-*.lkc | head -n -2 | xargs rm
+        path.unlink()
+    rerun(ctx, "--resume", keep="3")
+    assert finish(ctx) == []
+    assert "labkit-scenario" not in Path("/proc/self/mounts").read_text()
+
+
+@pytest.mark.parametrize("wrong", ["wipe", "newest", "old-keep"])
+def test_disk_full_wrong_fixes(home, wrong):
+    ctx, run_dir = disk_full(2)
+    files = sorted((run_dir / "checkpoints").glob("ckpt-*.lkc"))
+    if wrong == "wipe":
+        for path in files:
+            path.unlink()
+    elif wrong == "newest":  # frees room, but from the wrong end
+        for path in files[-3:]:
+            path.unlink()
+    else:  # room for a few saves, the same --keep: it fills again
+        for path in files[:-2]:
+            path.unlink()
+    rerun(ctx, "--resume", keep=None if wrong == "old-keep" else "3")
+    problems = finish(ctx)
+    expected = {"wipe": "step 0", "newest": "older", "old-keep": "filled up again"}[wrong]
+    assert any(expected in p for p in problems), problems
+    mount = str(ctx.folder / "scratch")
+    engine.reset()
+    assert not ctx.folder.exists() and mount not in Path("/proc/self/mounts").read_text()
+
+
+def test_disk_full_is_refused_without_root(home, monkeypatch, capsys):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert cli.main(cli.parse(["list"])) == 0
+    assert "skipped: not root" in next(l for l in capsys.readouterr().out.splitlines() if l.startswith("disk-full"))
+    assert cli.main(cli.parse(["start", "disk-full"])) == 1
+    assert "cannot run here: not root" in capsys.readouterr().err
+    assert not (home / "scenario").exists()
+
+
+# ---------------------------------------------------------------- tmux-move
+
+
+@pytest.fixture
+def tmux_socket():
+    """A tmux socket of this test's own; its server is killed at the end."""
+    name = f"labkit-scn-test-{os.getpid()}"
+    yield name
+    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, timeout=10)
+
+
+def moved(ctx: base.Context, how: str, socket: str) -> None:
+    """Stop the run with SIGTERM (it saves), then start it again ``how``."""
+    import shlex
+    import sys
+
+    from labkit.scenarios.tmux_move import TmuxMove
+
+    run_dir = TmuxMove().run_dir(ctx)
+    sh("kill", "-TERM", ctx.pid("run"))
+    base.wait_for(lambda: ctx.exit_code("run") is not None, 20, "the run to stop")
+    assert ctx.exit_code("run") == 0 and "stopped cleanly on SIGTERM" in (run_dir / "train.log").read_text()
+    command = shlex.split((run_dir / "launch.sh").read_text().splitlines()[-1])
+    command = shlex.join([sys.executable, *command[1:]] + ([] if how == "tmux-fresh" else ["--resume"]))
+    if how == "nohup":
+        sh("sh", "-c", f"nohup {command} > /dev/null 2>&1 &")
+    else:
+        sh("tmux", "-L", socket, "new-session", "-d", "-s", ctx.data["session"], command)
+    base.wait_for(lambda: (run_dir / "train.log").read_text().count("] start: ") == 2, 20, "the new start")
+    time.sleep(0.3)
+
+
+def test_tmux_move_right_fix(home, tmux_socket):
+    from labkit.scenarios import _runs
+    from labkit.scenarios.tmux_move import TmuxMove
+
+    _, ctx = engine.start("tmux-move", 5)
+    assert "outside tmux" in " ".join(finish(ctx))
+    moved(ctx, "tmux", tmux_socket)
+    [trainer] = _runs.trainers(TmuxMove().run_dir(ctx))
+    assert finish(ctx) == []
+    gone(trainer)
+    panes = subprocess.run(["tmux", "-L", tmux_socket, "list-sessions"], capture_output=True, text=True)
+    assert ctx.data["session"] not in panes.stdout  # reset closed the learner's session too
+
+
+@pytest.mark.parametrize("wrong", ["tmux-fresh", "nohup"])
+def test_tmux_move_wrong_fixes(home, tmux_socket, wrong):
+    from labkit.scenarios import _runs
+    from labkit.scenarios.tmux_move import TmuxMove
+
+    _, ctx = engine.start("tmux-move", 6)
+    moved(ctx, wrong, tmux_socket)
+    problems = finish(ctx)
+    expected = {"tmux-fresh": "step 0", "nohup": "not inside a tmux session"}[wrong]
+    assert any(expected in p for p in problems), problems
+    strays = _runs.trainers(TmuxMove().run_dir(ctx))
+    assert strays
+    engine.reset()
+    for proc in strays:
+        gone(proc)
+    assert not ctx.folder.exists()
+
+
+# ---------------------------------------------------------------- logout
+
+
+def logged_in(seed: int) -> tuple[base.Context, Path, str]:
+    """Start the scenario; the run is a job of a login shell on a terminal. Returns (ctx, run dir, command)."""
+    import shlex
+    import sys
+
+    from labkit.scenarios.logout import Logout
+
+    _, ctx = engine.start("logout", seed)
+    run_dir = Logout().run_dir(ctx)
+    run = psutil.Process(ctx.pid("run"))
+    shell = psutil.Process(ctx.pid("shell"))
+    tty = [int(Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[4]) for p in (run, shell)]
+    assert tty[0] != 0 and tty[0] == tty[1]  # tty_nr: the login's terminal is the run's controlling one
+    assert os.getsid(run.pid) == shell.pid  # in the login shell's session
+    command = shlex.split((run_dir / "launch.sh").read_text().splitlines()[-1])
+    return ctx, run_dir, shlex.join([sys.executable, *command[1:]])
+
+
+def stop_cleanly(ctx: base.Context, run_dir: Path) -> None:
+    run = ctx.process("run")
+    sh("kill", "-TERM", ctx.pid("run"))
+    gone(run, 20)
+    assert "stopped cleanly on SIGTERM" in (run_dir / "train.log").read_text()
+
+
+def test_logout_doing_nothing_loses_the_run(home):
+    ctx, run_dir, _ = logged_in(3)
+    problems = finish(ctx)  # the check logs out: the job gets SIGHUP from bash
+    assert any("not running after the logout" in p and "SIGHUP" in p for p in problems), problems
+    assert ctx.process("shell") is None and ctx.process("run") is None
+    engine.reset()
+    assert not ctx.folder.exists()
+
+
+@pytest.fixture
+def terminal():
+    """The learner's own terminal: a login shell on a pty (labkit's `login` actor); typed(line) types one
+    line into a new one. Each is hung up at the end (its shell exits; what it started is the test's)."""
+    import sys
+
+    opened: list[subprocess.Popen] = []
+
+    def typed(line: str) -> None:
+        opened.append(subprocess.Popen([sys.executable, "-m", "labkit.scenarios._actors", "login", "--line", line],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+
+    yield typed
+    for login in opened:
+        login.send_signal(signal.SIGUSR1)
+        login.wait(timeout=30)
+
+
+@pytest.mark.parametrize("how", ["nohup-in-a-terminal"])  # setsid: no terminal (tty_nr 0), as in from-scratch
+def test_logout_right_fix(home, terminal, how):
+    from labkit.scenarios import _runs
+
+    ctx, run_dir, command = logged_in(4)
+    stop_cleanly(ctx, run_dir)
+    if how == "setsid":
+        sh("sh", "-c", f"setsid {command} --resume > {run_dir / 'stdout.log'} 2>&1 < /dev/null &")
+    else:  # from a terminal of the learner's own: it keeps that terminal, but ignores SIGHUP
+        terminal(f"nohup {command} --resume > {run_dir / 'stdout.log'} 2>&1 &")
+    base.wait_for(lambda: (run_dir / "train.log").read_text().count("resume: from") == 1, 20, "the resume")
+    [trainer] = _runs.trainers(run_dir)
+    assert finish(ctx) == []
+    gone(trainer)
+
+
+@pytest.mark.parametrize("wrong", ["from-scratch", "plain-background"])
+def test_logout_wrong_fixes(home, terminal, wrong):
+    from labkit.scenarios import _runs
+
+    ctx, run_dir, command = logged_in(5)
+    stop_cleanly(ctx, run_dir)
+    if wrong == "from-scratch":
+        sh("sh", "-c", f"nohup {command} > {run_dir / 'stdout.log'} 2>&1 &")
+    else:  # --resume, but as a plain job of the learner's own terminal
+        terminal(f"{command} --resume > {run_dir / 'stdout.log'} 2>&1 &")
+    base.wait_for(lambda: (run_dir / "train.log").read_text().count("] start: ") == 2 and
+                  _runs.trainers(run_dir), 20, "the new start")
+    problems = finish(ctx)
+    expected = {"from-scratch": "step 0", "plain-background": "depends on a terminal"}[wrong]
+    assert any(expected in p for p in problems), problems
+    strays = _runs.trainers(run_dir)
+    engine.reset()
+    for proc in strays:
+        gone(proc)
     assert not ctx.folder.exists()

@@ -14,6 +14,15 @@
   ``progress.json`` (the shards done) and exits 0; on SIGKILL that progress is lost.
 - ``spin --out F``: a CPU-bound job (a tokenizer) whose progress lives in memory; it writes the
   count of batches done to F every half second.
+- ``model --port P --warmup S``: a model server that loads for S seconds (``$LABKIT_SCENARIO_WARMUP``
+  overrides), then listens on 127.0.0.1:P and tells systemd it is ready (``READY=1`` on
+  ``$NOTIFY_SOCKET``, sd_notify(3): what ``Type=notify`` waits for).
+- ``api --model-port P``: an API that connects to its model server once at start; refused, it exits 1
+  ("connection refused"), else it reports ready and serves.
+- ``login --line TEXT``: a login shell (``bash -i``) on a new pseudo-terminal that this process holds
+  the master side of, as sshd does; it types TEXT into the shell and keeps reading its output. On
+  SIGUSR1 it closes the master: the kernel hangs up the terminal and bash passes SIGHUP on to its
+  jobs (what a dropped SSH connection does; labkit.sessions shows the same in a notebook).
 - ``train ARGS``: labkit's trainer (``python -m labkit.trainer ARGS``) with the fault named by
   ``$LABKIT_SCENARIO_FAULT`` (``KIND:STEP``) added, so that ``ps`` does not print the answer.
 """
@@ -145,6 +154,87 @@ def spin(out: Path) -> int:
     return 0
 
 
+def notify_ready() -> None:
+    """Send ``READY=1`` to systemd's ``$NOTIFY_SOCKET`` (sd_notify(3)); nothing outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    target = "\0" + address[1:] if address.startswith("@") else address  # '@': an abstract socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as conn:
+        conn.sendto(b"READY=1", target)
+
+
+def model(port: int, warmup_s: float) -> int:
+    """Load (sleep), then listen on ``port``, report ready and answer each connection."""
+    print(f"model server: loading weights ({warmup_s:g} s)", flush=True)
+    time.sleep(float(os.environ.get("LABKIT_SCENARIO_WARMUP", warmup_s)))
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(16)
+    notify_ready()
+    print(f"model server: ready on 127.0.0.1:{port}", flush=True)
+    while True:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"model: ok\n")
+
+
+def api(model_port: int) -> int:
+    """Connect to the model server once; exit 1 when refused, else report ready and wait."""
+    with socket.socket() as conn:
+        if conn.connect_ex(("127.0.0.1", model_port)) != 0:
+            print(f"api: cannot reach the model server at 127.0.0.1:{model_port}: connection refused", flush=True)
+            return 1
+    notify_ready()
+    print(f"api: connected to the model server on port {model_port}; serving", flush=True)
+    time.sleep(LIFETIME_S)
+    return 0
+
+
+def login(line: str) -> int:
+    """Hold a login shell's terminal; type ``line``; on SIGUSR1 hang the terminal up."""
+    import fcntl
+    import select
+    import termios
+
+    hang: list[int] = []
+    signal.signal(signal.SIGUSR1, lambda *_: hang.append(1))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    master, slave = os.openpty()
+    env = {**os.environ, "PS1": "$ ", "HISTFILE": "/dev/null", "TERM": "dumb"}
+    def as_a_login() -> None:
+        # setsid() runs before preexec_fn: the new session's leader takes the terminal as its controlling one
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        # a login starts with SIGHUP at its default; an ignored one (ours, the keeper's) would be inherited
+        for sig in (signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
+
+    shell = subprocess.Popen(["bash", "--norc", "--noprofile", "-i"], stdin=slave, stdout=slave, stderr=slave,
+                             start_new_session=True, env=env, preexec_fn=as_a_login)
+    os.close(slave)
+    os.write(master, (line + "\n").encode())
+    print(f"login shell pid {shell.pid}", flush=True)
+    deadline = time.monotonic() + LIFETIME_S
+    while not hang and shell.poll() is None and time.monotonic() < deadline:
+        try:
+            if select.select([master], [], [], 0.2)[0]:
+                sys.stdout.write(os.read(master, 4096).decode(errors="replace"))
+                sys.stdout.flush()
+        except InterruptedError:
+            continue
+        except OSError:  # EIO: the shell has gone
+            break
+    os.close(master)  # the hang-up
+    print("terminal hung up", flush=True)
+    try:
+        shell.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        shell.kill()
+        shell.wait()
+    return 0
+
+
 def train(argv: list[str]) -> int:
     """Run the trainer in this process, with the fault from the environment (never on the command line)."""
     from labkit.trainer.shutdown import install_early
@@ -185,7 +275,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max", type=int, default=300)
     p = roles.add_parser("spin")
     p.add_argument("--out", type=Path, required=True)
+    p = roles.add_parser("login")
+    p.add_argument("--line", required=True)
+    p = roles.add_parser("model")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p = roles.add_parser("api")
+    p.add_argument("--model-port", type=int, required=True)
     args = parser.parse_args(argv)
+    if args.role == "login":
+        return login(args.line)
+    if args.role == "model":
+        return model(args.port, args.warmup)
+    if args.role == "api":
+        return api(args.model_port)
     if args.role == "spin":
         return spin(args.out)
     if args.role == "serve":

@@ -193,6 +193,30 @@ class Scenario:
     def cleanup(self, ctx: Context) -> None:
         """Undo what generic reset cannot (files outside the folder, cgroup settings); default none."""
 
+    def unavailable(self) -> str | None:
+        """Why this machine cannot run the scenario beyond ``needs`` (e.g. not root); None when it can."""
+        return None
+
+
+def end_strays(marker: str, timeout_s: float = 5.0) -> list[int]:
+    """SIGKILL every process whose command line names ``marker`` (a path inside the instance's folder).
+
+    What the learner started by hand (a resumed run under nohup, setsid or tmux) is no child of the
+    keeper; reset finds it by the run folder its command line names. Returns the pids ended.
+    """
+    me = os.getpid()
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.info["pid"] != me and any(marker in arg for arg in proc.info["cmdline"] or ()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    for proc in found:
+        kill_verified(proc, signal.SIGKILL)
+    psutil.wait_procs(found, timeout=timeout_s)
+    return [p.pid for p in found]
+
 
 def python() -> str:
     """The interpreter scenario processes run with (this one, so labkit imports)."""

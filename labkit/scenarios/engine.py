@@ -37,14 +37,21 @@ class Outcome(NamedTuple):
 
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name, in the order ``list`` shows them."""
+    from labkit.scenarios.boot_order import BootOrder
     from labkit.scenarios.cpu_limit import CpuLimit
+    from labkit.scenarios.disk_full import DiskFull
+    from labkit.scenarios.logout import Logout
     from labkit.scenarios.orphan_workers import OrphanWorkers
     from labkit.scenarios.port_held import PortHeld
+    from labkit.scenarios.restart_loop import RestartLoop
     from labkit.scenarios.stalled_run import StalledRun
+    from labkit.scenarios.tmux_move import TmuxMove
     from labkit.scenarios.torn_checkpoint import TornCheckpoint
+    from labkit.scenarios.unit_limits import UnitLimits
     from labkit.scenarios.zombies import Zombies
 
-    found: list[Scenario] = [StalledRun(), Zombies(), PortHeld(), OrphanWorkers(), CpuLimit(), TornCheckpoint()]
+    found: list[Scenario] = [StalledRun(), Zombies(), PortHeld(), OrphanWorkers(), CpuLimit(), TornCheckpoint(),
+                             RestartLoop(), UnitLimits(), BootOrder(), DiskFull(), Logout(), TmuxMove()]
     return {s.name: s for s in found}
 
 
@@ -65,12 +72,13 @@ def capabilities() -> dict[str, tuple[bool, str]]:
 
 def why_cannot_run(scenario: Scenario, caps: dict[str, tuple[bool, str]] | None = None) -> str | None:
     """The reason ``scenario`` cannot run on this machine, or None when it can."""
-    if not scenario.needs:
-        return None
-    caps = capabilities() if caps is None else caps
-    reasons = [f"no {need} ({caps.get(need, (False, 'not probed'))[1]})"
-               for need in scenario.needs if not caps.get(need, (False, ""))[0]]
-    return "; ".join(reasons) or None
+    reasons = []
+    if scenario.needs:
+        caps = capabilities() if caps is None else caps
+        reasons = [f"no {need} ({caps.get(need, (False, 'not probed'))[1]})"
+                   for need in scenario.needs if not caps.get(need, (False, ""))[0]]
+    extra = scenario.unavailable()
+    return "; ".join(reasons + ([extra] if extra else [])) or None
 
 
 def home() -> Path:
