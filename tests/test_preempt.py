@@ -194,3 +194,21 @@ def test_preempt_test_stopped_itself_kills_what_it_started_and_exits_128_plus_n(
     assert err.strip().splitlines() == [f"labkit preempt-test: error: interrupted by {sig.name}: "
                                         "stopped every process it had started"]
     assert ours(tmp_path) == []
+
+
+@pytest.mark.parametrize("stops", ["term,int-group,kill"])
+def test_a_pytorch_script_survives_every_stop_kind(tmp_path, stops):
+    """With the [torch] extra, tests/fixtures/preempt/correct_torch.py: torch.save made atomic, the whole
+    state saved (optimizer momentum, LR scheduler, the data RNG), handlers set before ``import torch``."""
+    pytest.importorskip("torch", reason="the [torch] extra is not installed: pip install -e '.[torch]'")
+    verify = f"{PY} -c 'import sys, torch; torch.load(sys.argv[1], weights_only=True)' {{}}"
+    done = subprocess.run([PY, "-m", "labkit.preempt", "--grace-s", "5", "--min-s", "2.2", "--max-s", "2.8",
+                           "--settle-s", "0.3", "--work-dir", str(tmp_path / "work"), "--json",
+                           str(tmp_path / "report.json"), "--checkpoint", "{run}/ckpt/*.pt", "--verify-command", verify,
+                           "--result", "{run}/result.bin", "-n", "3", "--stop", stops, "--seed", "2", "--",
+                           PY, str(FIX / "correct_torch.py"), "{run}"], capture_output=True, text=True, timeout=180)
+    assert ours(tmp_path) == []
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert done.returncode == 0 and report["failures"] == [], done.stdout + done.stderr
+    assert [run["stop"] for run in report["runs"]] == ["term", "int-group", "kill", None]
+    assert report["final"]["result"]["verdict"] == "pass"
