@@ -9,6 +9,7 @@ its command line names; a multiplexer by its server process, an ancestor of the 
 from __future__ import annotations
 
 import re
+import shlex
 import signal
 from pathlib import Path
 
@@ -45,6 +46,39 @@ def newest_saved(pieces: list[str]) -> int:
     """The newest step saved in these pieces of the log (-1: none)."""
     steps = [int(s) for piece in pieces for s in _SAVED.findall(piece)]
     return max(steps, default=-1)
+
+
+def trainer_command(python: str, run_dir: Path, data: dict, step_time_s: str, *extra: str) -> list[str]:
+    """The trainer's command line for a scenario's run: its folder and the seeded settings in ``data``
+    (epochs, checkpoint interval ``every``, seed; ``steps_per_epoch`` when drawn, else 200)."""
+    return [python, "-m", "labkit.trainer", "--run-dir", str(run_dir), "--epochs", str(data["epochs"]),
+            "--steps-per-epoch", str(data.get("steps_per_epoch", 200)), "--step-time", step_time_s,
+            "--checkpoint-every", str(data["every"]), *extra, "--seed", str(data["seed"])]
+
+
+def write_launch(run_dir: Path, command: list[str], how: str = "how the run was started") -> None:
+    """``run_dir/launch.sh``: the command as a learner would have typed it (``python``, not a full path)."""
+    (run_dir / "launch.sh").write_text(f"#!/bin/sh\n# {how}\n" + shlex.join(["python", *command[1:]]) + "\n")
+
+
+def last_restart(log: str) -> str:
+    """The log of the last start when the trainer was started again ('' if it started only once)."""
+    return log[log.rfind("] start: "):] if log.count("] start: ") > 1 else ""
+
+
+def restart_problems(last: str, run_dir: Path, safe_step: int, total: int) -> list[str]:
+    """What is wrong with the last restart: steps saved on disk (up to ``safe_step``) computed again, or
+    the run not finished (``total`` steps, final.json)."""
+    problems = []
+    resumed = resumed_step(last)
+    if resumed is None:
+        problems.append(f"the last start began from step 0: the {safe_step} steps saved on disk were computed again")
+    elif resumed < safe_step:
+        problems.append(f"the run resumed from step {resumed}, older than its newest good checkpoint (step "
+                        f"{safe_step}): steps were computed again")
+    if "] completed: step" not in last or not (run_dir / "final.json").exists():
+        problems.append(f"the run has not finished its {total} steps (no final.json from the last start)")
+    return problems
 
 
 def trainers(run_dir: Path) -> list[psutil.Process]:

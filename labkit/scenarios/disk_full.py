@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from labkit import checkpoint
+from labkit.scenarios import _runs
 from labkit.scenarios.base import Context, Scenario, ScenarioError, end_strays, python
 
-_RESUMED = re.compile(r"resume: from (\S+) at step (\d+)")
 _SAVES = 30  # checkpoints a whole run writes: about three disks' worth
 
 
@@ -66,10 +65,7 @@ class DiskFull(Scenario):
 
     def command(self, ctx: Context) -> list[str]:
         """The run's original command (also in launch.sh)."""
-        d = ctx.data
-        return [python(), "-m", "labkit.trainer", "--run-dir", str(self.run_dir(ctx)), "--epochs", str(d["epochs"]),
-                "--steps-per-epoch", str(d["steps_per_epoch"]), "--step-time", "0.002",
-                "--checkpoint-every", str(d["every"]), "--keep", str(d["keep"]), "--seed", str(d["seed"])]
+        return _runs.trainer_command(python(), self.run_dir(ctx), ctx.data, "0.002", "--keep", str(ctx.data["keep"]))
 
     def start(self, ctx: Context) -> None:
         d, disk = ctx.data, self.disk(ctx)
@@ -79,9 +75,7 @@ class DiskFull(Scenario):
         if mounted.returncode != 0:
             raise ScenarioError(f"cannot mount a tmpfs: {mounted.stderr.strip() or mounted.returncode}")
         d["mounted"] = str(disk)
-        launch = ctx.folder / "launch.sh"
-        launch.write_text("#!/bin/sh\n# how the run was started\n"
-                          + shlex.join(["python", *self.command(ctx)[1:]]) + "\n")
+        _runs.write_launch(ctx.folder, self.command(ctx))
         done = subprocess.run(self.command(ctx), stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
         found = checkpoint.list_checkpoints(self.run_dir(ctx) / "checkpoints")
         log = (self.run_dir(ctx) / "train.log").read_text(errors="replace")
@@ -89,31 +83,14 @@ class DiskFull(Scenario):
             raise ScenarioError(f"the run did not fill the disk as planned (exit {done.returncode})")
         d["newest"] = found[0][0]
 
-    def _last_start(self, log: str) -> str:
-        return log[log.rfind("] start: "):] if log.count("] start: ") > 1 else ""
-
     def check(self, ctx: Context) -> list[str]:
         run_dir, d = self.run_dir(ctx), ctx.data
-        try:
-            log = (run_dir / "train.log").read_text(errors="replace")
-        except OSError:
-            log = ""
-        last = self._last_start(log)
+        last = _runs.last_restart(_runs.read_log(run_dir))
         if not last:
             return ["the run has not been started again since the disk filled up"]
-        problems = []
-        resumed = _RESUMED.search(last)
-        if resumed is None:
-            problems.append(f"the last start began from step 0: the {d['newest']} steps saved on disk were "
-                            "computed again")
-        elif int(resumed.group(2)) < d["newest"]:
-            problems.append(f"the run resumed from step {resumed.group(2)}, older than its newest checkpoint: "
-                            "steps were computed again")
+        problems = _runs.restart_problems(last, run_dir, d["newest"], d["epochs"] * d["steps_per_epoch"])
         if "No space left" in last:
             problems.append("the disk filled up again after the restart")
-        total = d["epochs"] * d["steps_per_epoch"]
-        if "] completed: step" not in last or not (run_dir / "final.json").exists():
-            problems.append(f"the run has not finished its {total} steps (no final.json from the last start)")
         return problems
 
     def hints(self, ctx: Context) -> list[str]:

@@ -59,16 +59,12 @@ class Logout(Scenario):
 
     def command(self, ctx: Context) -> list[str]:
         """The run's original command (also in launch.sh)."""
-        d = ctx.data
-        return [python(), "-m", "labkit.trainer", "--run-dir", str(self.run_dir(ctx)), "--epochs", str(d["epochs"]),
-                "--steps-per-epoch", "200", "--step-time", "0.03", "--checkpoint-every", str(d["every"]),
-                "--seed", str(d["seed"])]
+        return _runs.trainer_command(python(), self.run_dir(ctx), ctx.data, "0.03")
 
     def start(self, ctx: Context) -> None:
         run_dir = self.run_dir(ctx)
         run_dir.mkdir(parents=True)
-        (run_dir / "launch.sh").write_text("#!/bin/sh\n# how the run was started\n"
-                                           + shlex.join(["python", *self.command(ctx)[1:]]) + "\n")
+        _runs.write_launch(run_dir, self.command(ctx))
         line = (f"cd {shlex.quote(str(run_dir))}; {shlex.join(self.command(ctx))} > stdout.log 2>&1 & "
                 "echo $! > train.pid")
         ctx.spawn("login", [python(), "-m", "labkit.scenarios._actors", "login", "--line", line],

@@ -50,16 +50,12 @@ class TmuxMove(Scenario):
 
     def command(self, ctx: Context) -> list[str]:
         """The run's original command (also in launch.sh)."""
-        d = ctx.data
-        return [python(), "-m", "labkit.trainer", "--run-dir", str(self.run_dir(ctx)), "--epochs", str(d["epochs"]),
-                "--steps-per-epoch", "200", "--step-time", "0.03", "--checkpoint-every", str(d["every"]),
-                "--seed", str(d["seed"])]
+        return _runs.trainer_command(python(), self.run_dir(ctx), ctx.data, "0.03")
 
     def start(self, ctx: Context) -> None:
         run_dir = self.run_dir(ctx)
         run_dir.mkdir(parents=True)
-        (run_dir / "launch.sh").write_text("#!/bin/sh\n# how the run was started\n"
-                                           + shlex.join(["python", *self.command(ctx)[1:]]) + "\n")
+        _runs.write_launch(run_dir, self.command(ctx))
         ctx.spawn("run", self.command(ctx), log=run_dir / "stdout.log")
         wait_for(lambda: _runs.newest_saved([_runs.read_log(run_dir)]) >= 0, 60.0, "the run's first checkpoint")
 

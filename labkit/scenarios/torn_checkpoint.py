@@ -12,16 +12,15 @@ deleting every checkpoint (the run starts over: its work is thrown away), starti
 from __future__ import annotations
 
 import random
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from labkit import checkpoint
 from labkit.errors import CheckpointCorrupt
+from labkit.scenarios import _runs
 from labkit.scenarios.base import Context, Scenario, ScenarioError, python
 
-_RESUMED = re.compile(r"resume: from (\S+) at step (\d+)")
 
 
 class TornCheckpoint(Scenario):
@@ -54,16 +53,12 @@ class TornCheckpoint(Scenario):
 
     def command(self, ctx: Context) -> list[str]:
         """The run's original command (also in launch.sh)."""
-        d = ctx.data
-        return [python(), "-m", "labkit.trainer", "--run-dir", str(self.run_dir(ctx)), "--epochs", str(d["epochs"]),
-                "--steps-per-epoch", str(d["steps_per_epoch"]), "--step-time", "0.002",
-                "--checkpoint-every", str(d["every"]), "--keep", "3", "--seed", str(d["seed"])]
+        return _runs.trainer_command(python(), self.run_dir(ctx), ctx.data, "0.002", "--keep", "3")
 
     def start(self, ctx: Context) -> None:
         data, run_dir = ctx.data, self.run_dir(ctx)
         run_dir.mkdir(parents=True)
-        (run_dir / "launch.sh").write_text("#!/bin/sh\n# how the run was started on the cluster\n"
-                                           + " ".join(self.command(ctx)[1:]).replace("-m ", "python -m ", 1) + "\n")
+        _runs.write_launch(run_dir, self.command(ctx), "how the run was started on the cluster")
         done = subprocess.run(self.command(ctx) + ["--fault", "crash", "--fault-step", str(data["crash"])],
                               stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
         found = checkpoint.list_checkpoints(run_dir / "checkpoints")
@@ -79,28 +74,12 @@ class TornCheckpoint(Scenario):
         newest.write_bytes(torn)
         data["intact"] = found[1][0]
 
-    def _last_start(self, log: str) -> str:
-        """The log of the last time the trainer started (after the crash)."""
-        return log[log.rfind("] start: "):] if log.count("] start: ") > 1 else ""
-
     def check(self, ctx: Context) -> list[str]:
         run_dir, data = self.run_dir(ctx), ctx.data
-        log = (run_dir / "train.log").read_text(errors="replace") if (run_dir / "train.log").exists() else ""
-        last = self._last_start(log)
+        last = _runs.last_restart(_runs.read_log(run_dir))
         if not last:
             return ["the run has not been started again since the crash"]
-        problems = []
-        resumed = _RESUMED.search(last)
-        if resumed is None:
-            problems.append(f"the last start began from step 0: {data['intact']} steps that were safe on disk "
-                            "were computed again")
-        elif int(resumed.group(2)) < data["intact"]:
-            problems.append(f"the run resumed from step {resumed.group(2)}, older than the newest intact "
-                            "checkpoint: steps were computed again")
-        total = data["epochs"] * data["steps_per_epoch"]
-        if "] completed: step" not in last or not (run_dir / "final.json").exists():
-            problems.append(f"the run has not finished its {total} steps (no final.json from the last start)")
-        return problems
+        return _runs.restart_problems(last, run_dir, data["intact"], data["epochs"] * data["steps_per_epoch"])
 
     def hints(self, ctx: Context) -> list[str]:
         folder = self.run_dir(ctx) / "checkpoints"
