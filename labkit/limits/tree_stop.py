@@ -19,26 +19,12 @@ from typing import Any
 
 import psutil
 
+from labkit.signals import group_members
+
 __all__ = ["members", "group_members", "end", "end_group"]
 
 _POLL_S = 0.02
 _KILL_WAIT_S = 5.0  #: how long SIGKILL may take (a process in state D dies when its I/O returns)
-_TOLERANCE_S = 0.05  #: psutil's create_time is rounded to clock ticks (10 ms)
-
-
-def group_members(pgid: int, started_at: float) -> list[psutil.Process]:
-    """Live (non-zombie) processes of group ``pgid`` started no earlier than ``started_at`` (epoch seconds)."""
-    found = []
-    for pid in psutil.pids():
-        try:
-            if os.getpgid(pid) != pgid:
-                continue
-            proc = psutil.Process(pid)
-            if proc.create_time() + _TOLERANCE_S >= started_at and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (OSError, psutil.Error):
-            continue  # gone meanwhile
-    return found
 
 
 def members(pid: int, own_group: bool, started_at: float) -> list[psutil.Process]:
