@@ -1,6 +1,7 @@
 """The batch grader's overhead against bare nbclient, and its speed-up with two kernels.
 
 Run: python bench/bench_grade.py [--submissions 20] [--rounds 3]
+     python bench/bench_grade.py --class 4 [--lessons 00_welcome,01_signals] [--jobs-list 1,2,4] [--shards 4]
 
 A class of 20 submissions of one exercise (the fixture lesson tests/fixtures/grade, answers
 right, partly right or wrong, nothing hostile) is, in each round and in turn:
@@ -22,6 +23,17 @@ notebook), graded with every protection (the judge, the freezer, the sandbox use
 mount namespaces where root), and graded with the judge alone (no freezer, the grader's own
 user, no namespaces). Target: the protections add < 10 % to the student's wall time (median of
 rounds); the figures against bare nbclient show what the judge itself costs.
+
+``--class N`` (issue 22): N simulated students of the real course (right: the solution; partly
+right: the solution with one wrong answer of the corpus ``tests/fixtures/wrong_answers``; wrong:
+one wrong answer in every answer cell), lessons ``--lessons`` (default 00_welcome,01_signals: keep
+it small on a shared machine; ``--lessons all`` for 00-06). Graded with each ``--jobs`` of
+``--jobs-list`` and with the default ``--jobs`` (``labkit.course.capacity``), then as
+``--shards`` shards run as separate ``labkit grade --shard K/S`` processes at once and merged
+with ``labkit grade merge``. Reports students per hour, the CPU floor (total CPU time of the
+--jobs 1 run / cores) and checks: every gradebook equals --jobs 1's (scores and statuses), the
+merged shards equal the single run and keep within 10 % of its throughput, the default --jobs
+within 1.5x of the CPU floor.
 """
 
 from __future__ import annotations
@@ -142,16 +154,132 @@ def course(rounds: int) -> int:
     return 0 if all(ok for _, ok in checks) else 1
 
 
+def class_bench(students: int, lessons: list[str], jobs_list: list[int], shards: int) -> int:
+    """The class benchmark of issue 22 (see the module docstring)."""
+    import resource
+
+    from labkit.course.capacity import default_plan
+    from labkit.course.grade import GradeLimits, grade
+    from labkit.course.shard import find_submissions
+
+    def cpu_s() -> float:
+        return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                   for field in ("ru_utime", "ru_stime"))
+
+    top = Path(tempfile.mkdtemp(prefix="bench-grade-class-"))
+    runs: dict[str, tuple[float, float, list[tuple[str, ...]]]] = {}  # name -> (wall s, cpu s, rows)
+    try:
+        submitted = make_course_class(top / "class", students, lessons)
+        subs = find_submissions([submitted])
+        plan = default_plan(top / "plan", GradeLimits().memory_max_bytes)
+        print(f"class: {students} students x {len(lessons)} lessons = {len(subs)} submissions; default {plan.describe()}",
+              flush=True)
+        for jobs in [*jobs_list, *([] if plan.jobs in jobs_list else [plan.jobs])]:
+            name = f"--jobs {jobs}" + (" (default)" if jobs == plan.jobs else "")
+            started, cpu = time.perf_counter(), cpu_s()
+            results = grade(subs, top / f"jobs{jobs}", solutions_dir=ROOT / "solutions", jobs=jobs)
+            runs[name] = (time.perf_counter() - started, cpu_s() - cpu, _rows(results))
+            _say(name, runs[name], students)
+        per_shard = max(1, plan.jobs // shards)
+        started, cpu = time.perf_counter(), cpu_s()
+        procs = [subprocess.Popen([sys.executable, "-m", "labkit", "grade", str(submitted), "--shard", f"{k}/{shards}",
+                                   "--out", str(top / f"shard{k}"), "--jobs", str(per_shard)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for k in range(1, shards + 1)]
+        errors = [proc.communicate()[1] for proc in procs]
+        merged = subprocess.run([sys.executable, "-m", "labkit", "grade", "merge",
+                                 *[str(top / f"shard{k}") for k in range(1, shards + 1)], "--out", str(top / "merged"),
+                                 "--submissions", str(submitted)], capture_output=True, text=True)
+        from labkit.course.grade import read_gradebook
+
+        rows = sorted(tuple(row[key] for key in ("student", "notebook", "score", "max_score", "status"))
+                      for row in read_gradebook(top / "merged" / "gradebook.csv"))
+        name = f"{shards} shards x --jobs {per_shard}, merged"
+        runs[name] = (time.perf_counter() - started, cpu_s() - cpu, rows)
+        _say(name, runs[name], students)
+        if any(proc.returncode for proc in procs) or merged.returncode:
+            print("shard or merge failed:", *[e.strip() for e in errors if e.strip()], merged.stderr.strip(), sep="\n")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    base_wall, base_cpu, base_rows = runs[next(iter(runs))]
+    floor = base_cpu / (plan.cores or 1)
+    default_name = next(key for key in runs if key.endswith("(default)"))
+    shard_name = list(runs)[-1]
+    print(f"CPU floor: {base_cpu:.1f} s of CPU / {plan.cores} core(s) = {floor:.1f} s")
+    checks = [
+        ("every gradebook equals --jobs 1's (scores and statuses)", all(rows == base_rows for _, _, rows in runs.values())),
+        (f"merged shards within 10 % of the default run's throughput ({runs[default_name][0] / runs[shard_name][0]:.2f}x)",
+         runs[shard_name][0] <= 1.1 * runs[default_name][0]),
+        (f"default --jobs within 1.5x of the CPU floor ({runs[default_name][0]:.1f} s vs {floor:.1f} s: "
+         f"{runs[default_name][0] / max(floor, 1e-9):.2f}x)", runs[default_name][0] <= 1.5 * floor),
+    ]
+    for line, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {line}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+def _rows(results) -> list[tuple[str, ...]]:
+    return sorted((r.student, r.notebook, r.row()["score"], r.row()["max_score"], r.status) for r in results)
+
+
+def _say(name: str, run: tuple[float, float, list], students: int) -> None:
+    wall, cpu, rows = run
+    print(f"{name}: {wall:.1f} s wall, {cpu:.1f} s CPU, {students / wall * 3600:.0f} students/hour; "
+          f"scores {' '.join(row[2] for row in rows)}", flush=True)
+
+
+def make_course_class(folder: Path, students: int, lessons: list[str]) -> Path:
+    """``submitted/studentNN/<lesson>.ipynb``: right, partly right and wrong answers in turn."""
+    corpus: dict[str, list[tuple[str, str]]] = {}
+    for path in sorted((ROOT / "tests" / "fixtures" / "wrong_answers").glob("*/*.py")):
+        lines = path.read_text().splitlines(keepends=True)
+        cell = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("# cell:"))
+        body = "".join(line for line in lines if not line.startswith(("# cell:", "# breaks:", "# fails:")))
+        corpus.setdefault(path.parent.name, []).append((cell, body))
+    for number in range(students):
+        for lesson in lessons:
+            nb = json.loads((ROOT / "solutions" / f"{lesson}.ipynb").read_text())
+            wrong = corpus.get(lesson, [])
+            if number % 3 == 1 and wrong:  # partly right: one requirement broken
+                replace = dict([wrong[number // 3 % len(wrong)]])
+            elif number % 3 == 2:  # wrong: the first wrong answer of every answer cell
+                replace = {}
+                for cell, body in wrong:
+                    replace.setdefault(cell, body)
+            else:
+                replace = {}
+            for cell in nb["cells"]:
+                grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+                if grade_id in replace:
+                    cell["source"] = replace[grade_id]
+                if cell["cell_type"] == "code":
+                    cell["outputs"], cell["execution_count"] = [], None
+            path = folder / "submitted" / f"student{number:02d}" / f"{lesson}.ipynb"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(nb))
+    return folder / "submitted"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--submissions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--course", action="store_true", help="grade the real course's solutions as one student")
+    parser.add_argument("--class", dest="class_size", type=int, default=None, metavar="N",
+                        help="issue 22: N simulated students of the real course (try 4; 40 is the issue's figure)")
+    parser.add_argument("--lessons", default="00_welcome,01_signals",
+                        help="with --class: lessons, comma-separated, or 'all' (default 00_welcome,01_signals)")
+    parser.add_argument("--jobs-list", default="1,2,4", help="with --class: --jobs values besides the default")
+    parser.add_argument("--shards", type=int, default=4, help="with --class: shards run at once and merged (default 4)")
     args = parser.parse_args(argv)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     if args.course:
         return course(args.rounds)
+    if args.class_size is not None:
+        lessons = (sorted(path.stem for path in (ROOT / "solutions").glob("*.ipynb")) if args.lessons == "all"
+                   else [name.strip() for name in args.lessons.split(",") if name.strip()])
+        return class_bench(args.class_size, lessons, [int(j) for j in args.jobs_list.split(",")], args.shards)
     import jupyter_client
     import nbclient
 

@@ -166,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         argv, command = _split_command(argv)
         if argv[:1] == ["lab"]:
             argv, command = _split_lab(argv)
+        if argv[:1] == ["grade"] and argv[1:2] and argv[1] in ("merge", "report", "export"):
+            from labkit.course.grade import run_action  # `grade` takes notebooks; these take folders
+
+            return run_action(argv[1:])
         args = build_parser().parse_args(argv)
         if args.command == "train":
             return _train(args, argv[1:])

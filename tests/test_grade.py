@@ -565,3 +565,22 @@ def test_a_cgroup_lists_its_members_and_kills_them():
         sleeper.wait()
         groups.remove()
     assert not any(folder.exists() for folder in groups.folders.values())
+
+
+def test_every_graded_row_has_its_details_and_the_class_report_names_the_hostile_ones(batch, tmp_path):
+    from labkit.course import report
+    from labkit.course._gradebook import read_details
+
+    results, folder = batch
+    details = read_details(folder / "graded", "partial", "10_basics")
+    assert [(t["grade_id"], t["passed"]) for t in details["tests"]] == [
+        ("add_tests", True), ("mean_tests", False), ("norm_tests", False)]
+    assert details["score"] == "2" and details["seconds"] > 0
+    data = report.build(folder / "graded")
+    kinds = {problem["student"]: problem["kind"] for problem in data["problems"]}
+    assert kinds["invalid-json"] == kinds["not-a-notebook"] == "broken"
+    assert kinds["loop"] == kinds["deaf"] == "hostile or stuck"
+    assert not {"solution", "untouched", "partial"} & set(kinds)
+    assert data["submissions"] == len(CLASS) and data["notebooks"]["10_basics"]["full_marks"] >= 1
+    page = report.write(folder / "graded", tmp_path / "report")
+    assert page.is_file() and (tmp_path / "report" / "scores.png").is_file()

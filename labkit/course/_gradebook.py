@@ -7,6 +7,10 @@ solution it was graded against, so a rerun skips exactly what is already graded:
 resubmitted notebook, a changed solution or a row whose grading failed on the grader's side
 (status ``grader error: ...``) is graded again. Both files are replaced with temp file +
 rename, so an interrupted run leaves the previous complete version, never half a file.
+
+``DIR/details/<student>/<notebook>.json`` keeps what the CSV has no room for: each test's
+points and message, and the seconds the submission took (``labkit grade report`` reads them;
+``labkit grade merge`` copies them with the feedback).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 FIELDS = ("student", "notebook", "score", "max_score", "status", "protections")
 GRADER_ERROR = "grader error"  #: statuses starting so are the grader's failures: retried on rerun
 CSV_NAME = "gradebook.csv"
 STATE_NAME = ".gradebook-state.json"
+DETAILS_DIR = "details"
 
 
 @dataclass(frozen=True)
@@ -110,11 +116,15 @@ class Gradebook:
 
     def record(self, row: dict[str, str], submission_digest: str) -> None:
         """Add or replace the row of (student, notebook) and write both files atomically."""
-        from labkit._atomic import write_atomic
-
         key = (row["student"], row["notebook"])
         self.rows[key] = {name: row[name] for name in FIELDS}
         self.digests[_key(*key)] = submission_digest
+        self.save()
+
+    def save(self) -> None:
+        """Write the CSV, then the state, each atomically."""
+        from labkit._atomic import write_atomic
+
         self.dir.mkdir(parents=True, exist_ok=True)
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
@@ -129,3 +139,48 @@ class Gradebook:
 
 def _key(student: str, notebook: str) -> str:
     return f"{student}/{notebook}"
+
+
+def details(result: GradeResult) -> dict[str, object]:
+    """What ``details/<student>/<notebook>.json`` holds for ``result``."""
+    return {"version": 1, **result.row(), "seconds": round(result.seconds, 3),
+            "tests": [{"grade_id": test.grade_id, "cell_index": test.cell_index, "points": test.points,
+                       "max_points": test.max_points, "passed": test.passed, "message": test.message}
+                      for test in result.tests]}
+
+
+def write_details(out_dir: str | os.PathLike[str], result: GradeResult) -> None:
+    """Write ``result``'s details file atomically."""
+    from labkit._atomic import write_atomic
+
+    folder = Path(out_dir) / DETAILS_DIR / result.student
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / f"{result.notebook}.json", (json.dumps(details(result), indent=1) + "\n").encode())
+
+
+def read_details(out_dir: str | os.PathLike[str], student: str, notebook: str) -> dict[str, Any] | None:
+    """The details of one submission, or None when there are none (or they are unreadable)."""
+    try:
+        data = json.loads((Path(out_dir) / DETAILS_DIR / student / f"{notebook}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_state(out_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """The submission digests of ``out_dir``'s gradebook, by ``student/notebook``."""
+    try:
+        state = json.loads((Path(out_dir) / STATE_NAME).read_text())
+        return {str(key): str(value) for key, value in dict(state.get("digests", {})).items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def write_gradebook(out_dir: str | os.PathLike[str], rows: list[dict[str, str]], digests: dict[str, str]) -> None:
+    """Replace ``out_dir``'s gradebook and its state at once (each file atomically; CSV first)."""
+    book = Gradebook.__new__(Gradebook)  # not read from disk: replaced whole
+    book.dir, book.rows = Path(out_dir), {}
+    for row in rows:
+        book.rows[(row["student"], row["notebook"])] = {name: row.get(name, "") for name in FIELDS}
+    book.digests = dict(digests)
+    book.save()

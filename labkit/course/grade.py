@@ -5,7 +5,14 @@ instructor's solution notebook (tests, hidden tests and points all come from the
 ``_merge.py``), in a fresh sandboxed kernel with timeouts and resource limits (``_run.py``,
 ``_sandbox.py``, ``_cgroup.py``). It writes ``DIR/gradebook.csv`` atomically after every
 submission (a rerun skips what is graded, see ``_gradebook.py``) and
-``DIR/feedback/<student>/<notebook>.html`` (``feedback.py``).
+``DIR/feedback/<student>/<notebook>.html`` (``feedback.py``) and
+``DIR/details/<student>/<notebook>.json`` (each test's result and the time taken).
+
+At scale (issue 22): ``--shard K/N`` grades the students of one shard (``shard.py``), ``labkit
+grade merge`` joins the shards (``merge_shards.py``), ``labkit grade report`` shows what the class
+did not understand (``report.py``), ``labkit grade export`` writes what Canvas and Moodle import
+(``export.py``); ``--jobs`` defaults from the cores, the measured share of waiting and the memory
+(``capacity.py``).
 
 >>> results = grade(["submitted/alice/01_signals.ipynb"], "graded")  # doctest: +SKIP
 >>> results[0].score, results[0].max_score, results[0].status  # doctest: +SKIP
@@ -27,13 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from labkit.course._gradebook import (CSV_NAME, GRADER_ERROR, Gradebook, GradeResult, TestResult, _number, digest,
-                                      read_gradebook)
+                                      read_gradebook, write_details)
 from labkit.course._merge import (InvalidSubmission, Lesson, Submission, extra_cells, find_answers,
                                   load_lesson, notebook_to_run, read_submission, submissions_from)
 from labkit.course._isolation import DEFAULT_USER, Isolation, plan
 from labkit.course._relay import defined_names
 from labkit.course._run import GradeLimits, run_notebook
 from labkit.course.build import find_repo_root
+from labkit.course.capacity import default_plan
+from labkit.course.shard import find_submissions, parse_shard, select
+from labkit.course.shard import write_record as write_shard_record
 from labkit.errors import BadArgument, LabkitError
 
 __all__ = ["GradeLimits", "GradeResult", "Submission", "TestResult", "add_arguments", "grade",
@@ -78,15 +88,21 @@ def grade(submissions: Iterable[str | os.PathLike[str] | Submission], out_dir: s
     todo = [item if isinstance(item, Submission) else next(named) for item in items]
     if len({(sub.student, sub.notebook) for sub in todo}) < len(todo):
         raise BadArgument("two submissions have the same student and notebook; grade them separately")
+    solutions = _check_paths(out_dir, solutions_dir)
+    isolation = _isolation_for(sandbox_user, solutions, Path(out_dir), [sub.path for sub in todo])
+    coroutine = _grade_all(todo, Path(out_dir), solutions, limits or GradeLimits(), jobs, regrade,
+                           progress, on_result, isolation)
+    return _run_coroutine(coroutine)
+
+
+def _check_paths(out_dir: str | os.PathLike[str], solutions_dir: str | os.PathLike[str] | None) -> Path:
+    """Create the output folder; the solutions folder (checked). Raises BadArgument."""
     solutions = Path(solutions_dir) if solutions_dir is not None else find_repo_root() / "solutions"
     _make_out_dir(Path(out_dir))
     if not solutions.is_dir():
         raise BadArgument(f"no solutions folder at {solutions}" + ("; pass --solutions DIR" if solutions_dir is None
                                                                    else ""))
-    isolation = _isolation_for(sandbox_user, solutions, Path(out_dir), [sub.path for sub in todo])
-    coroutine = _grade_all(todo, Path(out_dir), solutions, limits or GradeLimits(), jobs, regrade,
-                           progress, on_result, isolation)
-    return _run_coroutine(coroutine)
+    return solutions
 
 
 def _make_out_dir(out: Path) -> None:
@@ -140,6 +156,8 @@ async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits:
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
+    from labkit.course.capacity import LoadMeter
+
     book = Gradebook(out)
     lessons: dict[str, Lesson | str] = {}
     results: dict[int, GradeResult] = {}
@@ -156,6 +174,7 @@ async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits:
             pending.append((number, sub, lesson, submission_digest))
     bar = _progress_bar(len(pending), progress)
     writer = ThreadPoolExecutor(1, thread_name_prefix="labkit-grade-writer")  # feedback + gradebook
+    meter = LoadMeter()
     loop, slots = asyncio.get_running_loop(), asyncio.Semaphore(jobs)
 
     async def one(number: int, sub: Submission, lesson: Lesson | str, submission_digest: str) -> None:
@@ -173,6 +192,7 @@ async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits:
         except OSError as err:  # a full disk: this row is lost (and graded again next run), not the class
             print(f"labkit grade: cannot record {sub.student} {sub.notebook}: {err}", file=sys.stderr)
         results[number] = result
+        meter.add_wall(result.seconds)
         bar.update(1)
         if on_result:
             on_result(result)
@@ -186,6 +206,10 @@ async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits:
     finally:
         writer.shutdown(wait=True)
         bar.close()
+        try:
+            meter.save(out)
+        except OSError:  # only a hint for the next run's --jobs
+            pass
     return [results[number] for number in range(len(todo))]
 
 
@@ -253,6 +277,7 @@ def _record(book: Gradebook, out: Path, result: GradeResult, feedback, submissio
         folder = out / "feedback" / result.student
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / f"{result.notebook}.html", render_html(feedback))
+    write_details(out, result)  # before the row: a recorded row always has its details
     book.record(result.row(), submission_digest)
 
 
@@ -333,16 +358,25 @@ def _progress_bar(total: int, show: bool):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``labkit grade`` to ``parser``."""
-    parser.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION.ipynb",
-                        help="notebooks to grade; the student is the folder after submitted/ (or the "
-                             "notebook's folder)")
+    parser.description = ("Grade exercise notebooks. Also: `labkit grade merge SHARD_DIR... --out DIR` (join "
+                          "shards), `labkit grade report DIR` (the class report), `labkit grade export DIR` "
+                          "(Canvas/Moodle CSV, feedback zip); each has its own --help.")
+    parser.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION",
+                        help="notebooks or folders to grade: a notebook's student is the folder after submitted/ "
+                             "(or its own folder); a folder is read as nbgrader's exchange (inbound/), nbgrader's "
+                             "submitted/<student>/<assignment>/ or <student>/*.ipynb")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="where gradebook.csv and feedback/<student>/<notebook>.html go")
     parser.add_argument("--solutions", type=Path, default=None, metavar="DIR",
                         help="solution notebooks, matched by file name (default: solutions/ of the repository)")
     parser.add_argument("--student", action="append", default=[], metavar="PATH=NAME",
                         help="name the student of a submission (repeatable); a bare NAME with one submission")
-    parser.add_argument("--jobs", "-j", type=_whole, default=1, metavar="N", help="kernels at once (default 1)")
+    parser.add_argument("--jobs", "-j", type=_whole, default=None, metavar="N",
+                        help="kernels at once (default: from the cores, the share of grading time spent waiting "
+                             "and the memory, said on stderr)")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="grade only the students of shard K of N (a stable hash of the student's name); "
+                             "join the shards' folders with `labkit grade merge`")
     parser.add_argument("--timeout", type=_seconds, default=GradeLimits.cell_timeout_s, metavar="SEC",
                         help=f"per cell; then it is interrupted (default {GradeLimits.cell_timeout_s:g})")
     parser.add_argument("--notebook-timeout", type=_seconds, default=GradeLimits.notebook_timeout_s,
@@ -361,6 +395,18 @@ def main(args: argparse.Namespace) -> int:
     limits = GradeLimits(cell_timeout_s=args.timeout, notebook_timeout_s=args.notebook_timeout,
                          memory_max_bytes=args.memory_max)
     show = sys.stderr.isatty()
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    if args.student:
+        named = submissions_from(args.submissions, _students(args.student, args.submissions))
+    else:
+        named = find_submissions(args.submissions)
+    todo = select(named, shard)
+    _check_paths(args.out, args.solutions)  # before anything is said on stderr: bad input is one line
+    jobs = args.jobs
+    if jobs is None:
+        capacity = default_plan(args.out, limits.memory_max_bytes)
+        jobs = capacity.jobs
+        print(f"labkit grade: {capacity.describe()}", file=sys.stderr)
 
     def report(result: GradeResult) -> None:
         score = f"{_number(result.score)}/{'' if result.max_score is None else _number(result.max_score)}"
@@ -375,8 +421,11 @@ def main(args: argparse.Namespace) -> int:
                 pass
         print(line, flush=True)
 
-    results = grade(args.submissions, args.out, solutions_dir=args.solutions,
-                    students=_students(args.student, args.submissions), jobs=args.jobs, limits=limits,
+    if shard is not None:
+        write_shard_record(args.out, shard, todo)
+        print(f"labkit grade: shard {shard}: {len({sub.student for sub in todo})} of "
+              f"{len({sub.student for sub in named})} students", file=sys.stderr)
+    results = grade(todo, args.out, solutions_dir=args.solutions, jobs=jobs, limits=limits,
                     regrade=args.regrade, progress=show, on_result=report,
                     sandbox_user=None if args.sandbox_user.lower() in ("", "none") else args.sandbox_user)
     failed = [result for result in results if result.grader_error]
@@ -384,6 +433,32 @@ def main(args: argparse.Namespace) -> int:
     print(f"{graded} graded, {len(results) - graded} already graded, {len(failed)} failed on the grader's "
           f"side; gradebook: {args.out / CSV_NAME}")
     return 1 if failed else 0
+
+
+ACTIONS = ("merge", "report", "export")  #: ``labkit grade ACTION ...``
+
+
+def run_action(argv: list[str]) -> int:
+    """Run ``labkit grade merge|report|export ...`` (``argv`` starts with the action).
+
+    Raises:
+        BadArgument: bad usage or input (one line, exit 2).
+    """
+    from importlib import import_module
+
+    module = import_module({"merge": "labkit.course.merge_shards", "report": "labkit.course.report",
+                            "export": "labkit.course.export"}[argv[0]])
+    summary = (module.__doc__ or "").splitlines()[0].replace("``", "")
+    parser = _ActionParser(prog=f"labkit grade {argv[0]}", description=summary)
+    module.add_arguments(parser)
+    return int(module.main(parser.parse_args(argv[1:])))
+
+
+class _ActionParser(argparse.ArgumentParser):
+    """Usage errors as one line (BadArgument), like the other ``labkit`` commands."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BadArgument(f"{message} (see `{self.prog} --help`)")
 
 
 def _students(values: list[str], submissions: list[Path]) -> dict[str | os.PathLike[str], str]:
