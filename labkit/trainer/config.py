@@ -18,6 +18,8 @@ FAULTS = (
     "orphan-workers",
 )
 
+FRAMEWORKS = ("numpy", "torch")
+
 # Settings that shape the computation: a checkpoint only resumes a run that agrees on all of them.
 IDENTITY = ("seed", "steps_per_epoch", "micro_batches", "batch_size", "hidden", "lr", "momentum", "ranks")
 
@@ -49,6 +51,7 @@ class TrainConfig:
     rank: int | None = None  # set by the launcher for each rank process
     grace_s: float = 10.0
     rank_timeout_s: float = 30.0
+    framework: str = "numpy"  # "torch": labkit.trainer.torch (needs the [torch] extra)
 
     def identity(self) -> dict:
         """Return the settings a checkpoint must agree with to be resumed."""
@@ -107,6 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --ranks: seconds the other ranks get after SIGTERM when one fails, before SIGKILL")
     add("--rank-timeout", dest="rank_timeout_s", type=_at_least(0.1, float), default=30.0,
         help="with --ranks: seconds a rank waits for the others before giving up (like NCCL's timeout)")
+    add("--framework", choices=FRAMEWORKS, default="numpy",
+        help="numpy (default) or torch: the same trainer written with PyTorch (pip install 'labkit[torch]'); "
+             "run its ranks with torchrun")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

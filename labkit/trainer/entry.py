@@ -22,6 +22,8 @@ def run(config: TrainConfig, argv: list[str] | None = None) -> int:
     >>> run(TrainConfig(run_dir=Path("runs/demo"), epochs=1))  # doctest: +SKIP
     0
     """
+    if config.framework == "torch":
+        return _run_torch(config)
     if config.ranks > 1 and config.rank is None:
         from labkit.trainer.distributed import launch
 
@@ -47,6 +49,19 @@ def run(config: TrainConfig, argv: list[str] | None = None) -> int:
         return 1
     finally:
         trainer.files.close()
+
+
+def _run_torch(config: TrainConfig) -> int:
+    """The torch trainer (labkit.trainer.torch), imported only now: torch takes ~2 s to import."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        print("labkit: error: --framework torch needs PyTorch, which is not installed here: "
+              "pip install 'labkit[torch]' (the CPU build is enough)", file=sys.stderr)
+        return 1
+    from labkit.trainer.torch.loop import run as run_torch
+
+    return run_torch(config)
 
 
 def main(argv: list[str] | None = None) -> int:
