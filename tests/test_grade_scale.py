@@ -349,3 +349,26 @@ def test_a_roster_without_a_student_column_is_bad_input(tmp_path):
 
     with pytest.raises(BadArgument, match="no 'student' column"):
         read_roster(roster)
+
+
+def test_a_student_name_from_the_exchange_that_is_not_one_folder_is_refused(tmp_path):
+    """Students can write to nbgrader's inbound/: a name like '..' would put feedback outside its folder."""
+    inbound = tmp_path / "exchange" / "course101" / "inbound"
+    _notebook(inbound / "..+ps1+2026-11-01 10:00:00.000000 UTC+abc" / "10_basics.ipynb")
+    with pytest.raises(BadArgument, match="bad student name '..'"):
+        shard.find_submissions([tmp_path / "exchange" / "course101"])
+
+
+def test_exported_names_cannot_run_as_spreadsheet_formulas(tmp_path, capsys):
+    folder = tmp_path / "graded"
+    write_gradebook(folder, [_row("=cmd", "10"), _row("bob", "5")], {})
+    roster = tmp_path / "roster.csv"
+    roster.write_text('student,first_name,last_name,email\nbob,"=HYPERLINK(""http://x"",""a"")",@Stone,-b@x.edu\n')
+    assert cli.main(["grade", "export", str(folder), "--roster", str(roster)]) == 0
+    canvas = list(csv.reader(io.StringIO((folder / "export" / "canvas.csv").read_text())))
+    cells = [cell for row in canvas[2:] for cell in row[:5] if cell]
+    assert cells and not any(cell.startswith(("=", "+", "-", "@")) for cell in cells), cells
+    assert "'=cmd" in cells
+    moodle = list(csv.reader(io.StringIO((folder / "export" / "moodle.csv").read_text())))
+    assert moodle[1:] == [["'=HYPERLINK(\"http://x\",\"a\")", "'@Stone", "", "'-b@x.edu", "5"],
+                          ["'=cmd", "", "", "", "10"]], moodle  # the scores stay plain numbers

@@ -369,6 +369,7 @@ def test_verify_reads_the_limits_back_from_the_kernel():
     (["--cpu-quota", "0"], "above 0"),
     (["--memory-max", "12Q"], "bad size"),
     (["--memory-max", "lots"], "bad size"),
+    (["--cpu-quota", "30", "--for", "5"], "without --pid"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_anything_starts(args, words, tmp_path):
     marker = tmp_path / "ran"
@@ -443,3 +444,18 @@ def test_a_real_scope_holds_the_command_and_systemd_reports_its_quota():
             assert time.monotonic() < deadline, psutil.Process(run.pid).cmdline()
             time.sleep(0.05)
     assert run.returncode == 128 + 15
+
+
+@pytest.mark.parametrize("seconds", ["-1", "nan", "inf"])
+def test_a_bad_hold_time_is_one_line_and_exit_2(seconds):
+    done = cli("--cpu-quota", "30", "--pid", str(os.getpid()), "--for", seconds)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "--for" in done.stderr, done.stderr
+
+
+def test_a_command_that_cannot_be_executed_is_one_line_and_exit_2(tmp_path):
+    script = tmp_path / "train.sh"
+    script.write_text("#!/bin/sh\necho hi\n")  # no execute bit
+    for command in (script, tmp_path):
+        done = cli("--nice", "5", "--", str(command))
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+        assert "not executable" in done.stderr and "Traceback" not in done.stderr

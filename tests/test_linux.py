@@ -452,3 +452,36 @@ def test_nr_open_is_the_kernels_ceiling_for_open_files():
     import resource
 
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[1] <= ceiling
+
+
+def test_a_wait_lists_again_when_a_member_leaves_the_listing_alive(spawn, mechanism):
+    """A process that leaves a group (setsid) stays alive: the wait must see the group empty anyway."""
+    child = spawn.popen(["sleep", "30"])
+    listed = [child.pid]
+    threading_timer = __import__("threading").Timer(0.1, listed.clear)  # it "left the group", still running
+    threading_timer.start()
+    started = time.monotonic()
+    try:
+        assert wait.wait_until_empty(lambda: list(listed), timeout_s=10) == []
+        assert time.monotonic() - started < 1.0  # re-listed within RELIST_S, not after the child's 30 s
+    finally:
+        threading_timer.cancel()
+
+
+def test_after_runs_even_when_signalling_is_interrupted(spawn):
+    """A freezer frozen in ``before`` must be thawed in ``after`` whatever happens in between."""
+    child = spawn.popen(["sleep", "30"])
+    rounds = []
+
+    def refuse(pid: int, sig: int) -> bool:
+        raise KeyboardInterrupt
+
+    original = wait.send
+    wait.send = refuse
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            wait.kill_until_empty(lambda: [child.pid], timeout_s=1, before=lambda p: rounds.append("before"),
+                                  after=lambda p: rounds.append("after"))
+    finally:
+        wait.send = original
+    assert rounds == ["before", "after"]

@@ -76,6 +76,7 @@ else:
 
 FIRST_INTERVAL_S = 0.001  #: the first pause of a poll: most conditions come true within a few ms
 MAX_INTERVAL_S = 0.05  #: the longest pause of a poll by default (what a stop may lose to polling)
+RELIST_S = 0.2  #: a pure wait lists its processes again at least this often (one may leave the listing alive)
 #: False forces the /proc polling fallback (tests, and the first ENOSYS or EPERM from pidfd_open)
 USE_PIDFD = hasattr(os, "pidfd_open")
 _PIDFD_OFF = (errno.ENOSYS, errno.EPERM, errno.EACCES)  # the kernel or a seccomp filter refuses pidfds
@@ -229,21 +230,23 @@ async def wait_exited_async(pid: int, timeout_s: float | None) -> bool:
             await asyncio.sleep(min(pause, remaining))
             pause = min(pause * 2, MAX_INTERVAL_S)
         return True
-    loop = asyncio.get_running_loop()
-    readable: asyncio.Future[None] = loop.create_future()
-
-    def ready() -> None:
-        if not readable.done():
-            readable.set_result(None)
-
-    loop.add_reader(fd, ready)
     try:
-        await asyncio.wait_for(readable, timeout_s)
-        return True
-    except asyncio.TimeoutError:
-        return False
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(fd, ready)
+        try:
+            await asyncio.wait_for(readable, timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            loop.remove_reader(fd)
     finally:
-        loop.remove_reader(fd)
         os.close(fd)
 
 
@@ -319,18 +322,21 @@ def _rounds(list_pids: Callable[[], Iterable[int]], timeout_s: float | None,
             sig, before, after = kill
             if before is not None:
                 before(targets)
-            for pid in targets:
-                try:
-                    send(pid, sig)
-                except PermissionError:
-                    pass  # another user's: it stays, and is returned if it outlives the timeout
-            if after is not None:
-                after(targets)
+            try:
+                for pid in targets:
+                    try:
+                        send(pid, sig)
+                    except PermissionError:
+                        pass  # another user's: it stays, and is returned if it outlives the timeout
+            finally:  # `after` undoes `before` (a freezer thaws) even if the loop is interrupted
+                if after is not None:
+                    after(targets)
         waiting = [pid for pid in targets if pid not in seen_exited]
         if waiting:
-            # a pure wait has nothing to re-check while one is still alive; a kill re-lists on a
-            # backoff, for the children forked between the listing and the signal
-            limit = remaining if kill is None else min(pause, remaining)
+            # A kill re-lists on a backoff, for the children forked between the listing and the
+            # signal. A pure wait re-lists at least every RELIST_S too: a listed process can leave
+            # the listing alive (setsid, setpgid, a move to another cgroup) and must not hold the wait.
+            limit = min(RELIST_S if kill is None else pause, remaining)
             still = wait_all_exited(waiting, limit)
             seen_exited.update(set(waiting) - still)
         else:  # only exited processes listed (zombies not yet reaped, a cgroup still counting them)

@@ -83,17 +83,29 @@ def table(folder: str | os.PathLike[str], roster: dict[str, Person] | None = Non
     return Table(notebooks, max_scores, scores, [person(roster, student) for student in order], warnings)
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text(value: object) -> object:
+    """A text cell made safe to open in a spreadsheet: one that starts like a formula (``=``, ``+``,
+    ``-``, ``@``, tab, CR: OWASP's CSV injection list) gets a leading ``'``; numbers pass as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def canvas_csv(data: Table, names: dict[str, str] | None = None) -> bytes:
     """Canvas's gradebook CSV; ``names``: notebook -> column header (e.g. ``Signals (4242)``)."""
     headers = [(names or {}).get(notebook, notebook) for notebook in data.notebooks]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([*CANVAS_IDS, *headers])
+    writer.writerow([*CANVAS_IDS, *map(_text, headers)])
     writer.writerow(["    Points Possible", "", "", "", "", *[data.max_scores.get(nb, "") for nb in data.notebooks]])
     for who in data.people:
         last_first = ", ".join(part for part in (who.get("last_name"), who.get("first_name")) if part)
-        writer.writerow([last_first or who.name, who.get("id"), who.get("sis_user_id"), who.get("sis_login_id"),
-                         who.get("section"), *[data.scores.get(who.student, {}).get(nb, "") for nb in data.notebooks]])
+        writer.writerow([*map(_text, (last_first or who.name, who.get("id"), who.get("sis_user_id"),
+                                      who.get("sis_login_id"), who.get("section"))),
+                         *[data.scores.get(who.student, {}).get(nb, "") for nb in data.notebooks]])
     return out.getvalue().encode("utf-8")
 
 
@@ -101,12 +113,12 @@ def moodle_csv(data: Table, names: dict[str, str] | None = None) -> bytes:
     """Moodle's grade-import CSV (UTF-8, comma): identity columns, then one column per notebook."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*MOODLE_IDS, *[(names or {}).get(notebook, notebook) for notebook in data.notebooks]])
+    writer.writerow([*MOODLE_IDS, *[_text((names or {}).get(notebook, notebook)) for notebook in data.notebooks]])
     for who in data.people:
         first, last = who.get("first_name"), who.get("last_name")
         if not (first or last):
             first, _, last = who.name.partition(" ")
-        writer.writerow([first, last, who.get("idnumber") or who.get("sis_user_id"), who.get("email"),
+        writer.writerow([*map(_text, (first, last, who.get("idnumber") or who.get("sis_user_id"), who.get("email"))),
                          *[data.scores.get(who.student, {}).get(nb, "") for nb in data.notebooks]])
     return out.getvalue().encode("utf-8")
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labkit.course._merge import Submission, submissions_from
+from labkit.course._merge import _STUDENT, Submission, submissions_from
 from labkit.errors import BadArgument
 
 SHARD_NAME = ".shard.json"  #: written in a shard's output folder: which shard, of how many
@@ -110,6 +110,8 @@ def find_submissions(paths: Iterable[str | os.PathLike[str]]) -> list[Submission
     subs = submissions_from(files) + named
     seen: dict[tuple[str, str], Path] = {}
     for sub in subs:
+        if not _STUDENT.match(sub.student) or sub.student in (".", ".."):  # folder names come from students
+            raise BadArgument(f"bad student name {sub.student!r} for {sub.path}: it must name one folder")
         key = (sub.student, sub.notebook)
         if key in seen:
             raise BadArgument(f"{sub.path} and {seen[key]} are both {sub.student}'s {sub.notebook}; "

@@ -61,6 +61,9 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
     spec = LimitSpec(args.cpu_quota, args.memory_max, args.memory_high, args.nice, _cpu_list(args.cpus), rlimits,
                      args.mechanism)
     spec.check()  # before anything starts, and before a missing command is reported
+    if args.hold_for_s is not None and not (args.pid is not None and 0 <= args.hold_for_s < float("inf")):
+        raise BadArgument(f"--for takes a number of seconds >= 0, with --pid (got {args.hold_for_s:g}"
+                          f"{'' if args.pid is not None else ', without --pid'})")
     if args.pid is not None:
         if command:
             raise BadArgument("give either --pid PID or a command after --, not both")
@@ -71,6 +74,8 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
         run = run_limited(command, spec, **_group_choice())
     except FileNotFoundError:
         raise BadArgument(f"command not found: {command[0]}") from None
+    except PermissionError as err:  # not executable, or a folder
+        raise BadArgument(f"command not executable: {command[0]} ({err.strerror})") from None
     for item in run.applied:
         print(f"labkit limit: {item}", file=sys.stderr)
     forward_signals(run)
@@ -105,11 +110,11 @@ def _limit_running(pid: int, spec: LimitSpec, hold_for_s: float | None) -> int:
 
 def _hold(pid: int, helpers: list[Held], hold_for_s: float | None) -> None:
     """Keep ``helpers`` until ``pid`` exits, ``hold_for_s`` seconds pass or Ctrl-C; then release them."""
-    from labkit._linux import proc as _proc
+    from labkit._linux import wait as _wait
 
     deadline = None if hold_for_s is None else time.monotonic() + hold_for_s
-    try:
-        while _proc.exists(pid) and (deadline is None or time.monotonic() < deadline):
+    try:  # a zombie has ended: its limits no longer matter, whenever its parent reaps it
+        while not _wait.exited(pid) and (deadline is None or time.monotonic() < deadline):
             time.sleep(_POLL_S)
     except KeyboardInterrupt:
         pass

@@ -110,8 +110,12 @@ class LimitedProcess:
         if not self._open:
             return
         self._release_helpers()
-        if self._own_group and self.popen.poll() is not None:
-            tree_stop.end_group(self.pid, self._started_at)  # what the command left in its group goes with it
+        reaped_by_us = self.returncode is not None  # wait() or stop() reaped it just now, then called close()
+        if self._own_group and self.popen.poll() is not None and reaped_by_us:
+            # What the command left in its group goes with it. Only right after our own reap: a group id
+            # is reserved while a member lives, so once the group has emptied after a reap made elsewhere
+            # (popen.wait() by the caller, maybe long ago) the id may belong to another process's group.
+            tree_stop.end_group(self.pid, self._started_at)
         for mechanism in self.mechanisms:
             mechanism.clean_up()
         self._open = False
@@ -234,13 +238,15 @@ def _check_target(pid: int) -> None:
 def forward_signals(run: LimitedProcess) -> None:
     """In ``labkit limit``: pass SIGINT and SIGTERM on to the command (its whole group, if it has one)."""
     def forward(signum: int, _frame: object) -> None:
+        if run.popen.returncode is not None:
+            return  # reaped: its group id may be another group's by now
         try:
             if run._own_group:
                 os.killpg(run.pid, signum)
             elif signum != signal.SIGINT:  # in our group Ctrl-C reached it already
                 run.popen.send_signal(signum)
-        except ProcessLookupError:
-            pass
+        except (ProcessLookupError, PermissionError):
+            pass  # gone, or (the group emptied and its id reused) not ours to signal
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)

@@ -52,9 +52,13 @@ def end(popen: subprocess.Popen[Any], procs: list[psutil.Process], grace_s: floa
         _send(popen, others, sig, own_group)
     _wait(popen, others, time.monotonic() + grace_s)
     left = {proc.pid: proc for proc in _alive(others)}
-    for proc in list(left.values()):  # born during the grace: children of a survivor, or of the top process
+    for proc in list(left.values()):  # born during the grace: children of a survivor
         left.update((child.pid, child) for child in _children(proc))
-    left.update((proc.pid, proc) for proc in members(popen.pid, own_group, started_at) if proc.pid != popen.pid)
+    if popen.poll() is None:  # not reaped (a zombie at most): its pid and its group id are still its own
+        left.update((proc.pid, proc) for proc in members(popen.pid, own_group, started_at) if proc.pid != popen.pid)
+    elif own_group and any(_in_group(proc, popen.pid) for proc in left.values()):
+        # reaped, but a member we knew still holds the group id, so it cannot have been reused
+        left.update((proc.pid, proc) for proc in group_members(popen.pid, started_at))
     if popen.poll() is None or left:
         _send(popen, list(left.values()), signal.SIGKILL, own_group)
         _wait(popen, list(left.values()), time.monotonic() + _KILL_WAIT_S)
@@ -86,6 +90,13 @@ def _send(popen: subprocess.Popen[Any], procs: list[psutil.Process], sig: signal
         popen.send_signal(sig)  # does nothing once it has been reaped
     for proc in procs:  # those that left the group (setsid) and were found in the tree
         _signal(proc, sig)
+
+
+def _in_group(proc: psutil.Process, pgid: int) -> bool:
+    try:
+        return proc.is_running() and os.getpgid(proc.pid) == pgid
+    except (OSError, psutil.Error):
+        return False
 
 
 def _signal(proc: psutil.Process, sig: signal.Signals) -> None:

@@ -204,11 +204,15 @@ def end_strays(marker: str, timeout_s: float = 5.0) -> list[int]:
     What the learner started by hand (a resumed run under nohup, setsid or tmux) is no child of the
     keeper; reset finds it by the run folder its command line names. Returns the pids ended.
     """
-    me = os.getpid()
+    import re
+
+    # the path itself, not a longer name that starts with it (run-42 is not run-42-copy)
+    names = re.compile(re.escape(marker) + r"(?=$|[/\s'\";&|)])")
+    spared = {os.getpid(), *(p.pid for p in psutil.Process().parents())}  # never the shell that runs reset
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if proc.info["pid"] != me and any(marker in arg for arg in proc.info["cmdline"] or ()):
+            if proc.info["pid"] not in spared and any(names.search(arg) for arg in proc.info["cmdline"] or ()):
                 found.append(proc)
         except psutil.Error:
             continue
