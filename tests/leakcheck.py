@@ -22,7 +22,24 @@ import pytest
 TAG = "LABKIT_TEST_TAG"
 
 
+def _default_stop_signals() -> None:
+    """Undo SIG_IGN inherited for SIGINT, SIGQUIT and SIGHUP.
+
+    A run started in the background of a non-interactive shell (``cmd &``) ignores SIGINT and
+    SIGQUIT, and one under ``nohup`` ignores SIGHUP; every process the tests start would inherit
+    that through exec, and the tests that send those signals (Ctrl-C to a group, a hang-up, the
+    dispositions read from /proc) would measure the launcher, not labkit.
+    """
+    import signal
+
+    for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGQUIT, signal.SIG_DFL),
+                         (signal.SIGHUP, signal.SIG_DFL)):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, handler)
+
+
 def pytest_configure(config) -> None:
+    _default_stop_signals()
     os.environ.setdefault(TAG, uuid.uuid4().hex)
     if "LABKIT_HOME" not in os.environ:  # never touch the user's own jobs
         import tempfile

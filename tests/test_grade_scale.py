@@ -150,7 +150,10 @@ def test_shards_graded_by_separate_processes_merge_into_the_single_runs_gradeboo
     del command[at:at + 2]
     assert cli.main(command[3:]) == 0
     out, err = capsys.readouterr()
-    assert "0 graded, 1 already graded" in out and "--jobs " in err and "measured in this folder" in err
+    assert "0 graded, 1 already graded" in out and "--jobs " in err, (out, err)
+    # the share of waiting comes from the shard's earlier run when it measured one (not when the
+    # grading took no measurable wall time); test_the_measured_share_of_waiting_is_kept_for_the_next_run covers it
+    assert "measured in this folder" in err or "not yet measured here" in err, err
     assert capacity.read_wait_share(shards[1]) is not None
 
 
