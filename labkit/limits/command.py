@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from labkit.errors import BadArgument
+from labkit.errors import BadArgument, LabkitError
 from labkit.limits.process import Held, forward_signals, limit_pid, run_limited
 from labkit.limits.spec import MECHANISMS, LimitSpec, parse_size
 
@@ -74,7 +74,9 @@ def main(args: argparse.Namespace, command: list[str]) -> int:
         run = run_limited(command, spec, **_group_choice())
     except FileNotFoundError:
         raise BadArgument(f"command not found: {command[0]}") from None
-    except PermissionError as err:  # not executable, or a folder
+    except PermissionError as err:  # exec refused: not executable, or a folder
+        if isinstance(err, LabkitError):
+            raise  # PermissionDenied: the kernel refused a limit, said in its own words
         raise BadArgument(f"command not executable: {command[0]} ({err.strerror})") from None
     for item in run.applied:
         print(f"labkit limit: {item}", file=sys.stderr)
