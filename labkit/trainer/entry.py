@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from typing import Any, Callable
 
 from labkit.errors import LabkitError
 from labkit.trainer.config import TrainConfig, add_arguments, config_from_args
@@ -28,15 +29,23 @@ def run(config: TrainConfig, argv: list[str] | None = None) -> int:
         from labkit.trainer.distributed import launch
 
         return launch(config, argv if argv is not None else sys.argv[1:])
-    trainer: Trainer
-    try:
-        if config.rank is not None:
-            from labkit.trainer.ranks import RankTrainer
+    if config.rank is not None:
+        from labkit.trainer.ranks import RankTrainer
 
-            trainer = RankTrainer(config)
-        else:
-            trainer = Trainer(config)
-    except LabkitError as err:  # e.g. a run folder that cannot be created: one line, no traceback
+        return drive(lambda: RankTrainer(config))
+    return drive(lambda: Trainer(config))
+
+
+def drive(make: Callable[[], Any]) -> int:
+    """Build a trainer with ``make`` and run it; return its exit code.
+
+    An error while building it (a run folder that cannot be created) is one line on stderr, with
+    no traceback; while running, a LabkitError or a crash goes to its train.log. Used for the NumPy
+    trainers and the torch one alike.
+    """
+    try:
+        trainer = make()
+    except LabkitError as err:
         print(f"labkit: error: {err}", file=sys.stderr)
         return err.exit_code
     try:
@@ -59,9 +68,9 @@ def _run_torch(config: TrainConfig) -> int:
         print("labkit: error: --framework torch needs PyTorch, which is not installed here: "
               "pip install 'labkit[torch]' (the CPU build is enough)", file=sys.stderr)
         return 1
-    from labkit.trainer.torch.loop import run as run_torch
+    from labkit.trainer.torch.loop import TorchTrainer
 
-    return run_torch(config)
+    return drive(lambda: TorchTrainer(config))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,9 +18,7 @@ import hashlib
 import os
 import random
 import shutil
-import sys
 import time
-import traceback
 from typing import Any
 
 import numpy as np
@@ -29,7 +27,7 @@ from torch import nn
 from torch.nn import functional
 
 from labkit import checkpoint as shared_checkpoint
-from labkit.errors import BadArgument, DiskFull, LabkitError, NoCheckpoint
+from labkit.errors import BadArgument, DiskFull, NoCheckpoint
 from labkit.trainer.config import TrainConfig
 from labkit.trainer.distributed import RankLost
 from labkit.trainer.loader import WorkerDied
@@ -393,23 +391,4 @@ def _sleep_until(deadline: float) -> None:
         time.sleep(remaining)
 
 
-def run(config: TrainConfig) -> int:
-    """Run the torch trainer in this process and return its exit code (as entry.run does)."""
-    try:
-        trainer = TorchTrainer(config)
-    except LabkitError as err:
-        print(f"labkit: error: {err}", file=sys.stderr)
-        return err.exit_code
-    try:
-        return trainer.run()
-    except LabkitError as err:
-        trainer.files.log(f"error: {err}")
-        return err.exit_code
-    except Exception:
-        trainer.files.log("crashed:\n" + traceback.format_exc().rstrip())
-        return 1
-    finally:
-        trainer.files.close()
-
-
-__all__ = ["TorchTrainer", "build_model", "run", "weights_sha256"]
+__all__ = ["TorchTrainer", "build_model", "weights_sha256"]
