@@ -53,7 +53,7 @@ import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the sandbox starts in ~20 ms)
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
     from typing import TypeVar
 
     from labkit._linux import tree as _tree
@@ -106,6 +106,19 @@ def wait_for(predicate: Callable[[], T], timeout_s: float | None, *, first_inter
             return value
         time.sleep(min(pause, remaining))
         pause = min(pause * 2, max_interval_s)
+
+
+def reaped() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of each child of ours that has ended, reaped now, without waiting for more
+    (waitpid(-1, WNOHANG) until it finds none: a subreaper's adopted orphans included)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status
 
 
 def exited(pid: int, starttime_ticks: int | None = None) -> bool:

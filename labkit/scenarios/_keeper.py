@@ -26,6 +26,8 @@ from pathlib import Path
 
 import psutil
 
+from labkit._linux import wait as _wait
+
 SOCKET_NAME = "keeper.sock"
 MAX_LIFETIME_S = 6 * 3600  # safety net: a forgotten scenario does not run for days
 READY = "ready"
@@ -69,13 +71,7 @@ def _set_subreaper() -> None:
 
 
 def _reap(exits: dict[str, int]) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    for pid, status in _wait.reaped():
         exits[str(pid)] = os.waitstatus_to_exitcode(status)
 
 

@@ -457,13 +457,7 @@ class Supervisor:
                 self.control = None
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in _wait.reaped():
             outcome = Outcome.from_status(status)
             self.statuses[pid] = outcome
             self.emit("exit", phase=self.phases.get(pid, "adopted"), pid=pid, **outcome.describe())
