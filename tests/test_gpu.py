@@ -35,3 +35,62 @@ def test_gpu_memory_is_held_while_training_and_released_at_exit(spawn, tmp_path,
     proc.wait(30)
     time.sleep(0.5)
     assert gpu.process_gpu_memory(proc.pid) == 0  # the driver frees it, even after SIGKILL
+
+
+_OPENS_AND_FORKS = r"""
+import os, sys, time
+held = open(sys.argv[1], "rb")   # the parent opens the "device"
+child = os.fork()                # the child inherits the open file, as a forked DataLoader worker does
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""
+
+
+def test_device_holders_names_every_process_with_the_file_open_and_no_other(spawn, tmp_path):
+    device = tmp_path / "nvidia0"
+    device.write_bytes(b"")
+    assert gpu.device_holders(str(tmp_path / "nvidia")).pids == ()
+    parent = spawn.popen([sys.executable, "-c", _OPENS_AND_FORKS, str(device)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    holders = gpu.device_holders(str(tmp_path / "nvidia"))
+    assert holders.pids == tuple(sorted((parent.pid, child)))
+    parent.kill()
+    parent.wait(10)
+    # the parent is gone; the child still holds the file: it is the one to stop
+    wait_for(lambda: gpu.device_holders(str(tmp_path / "nvidia")).pids == (child,), 10, "only the child left")
+    assert "could not be read" not in holders.describe()
+
+
+_HOLDS_AND_FORKS = r"""
+import os, sys, time
+from labkit.gpu import GpuMemory
+held = GpuMemory(256)
+child = os.fork()
+if child == 0:
+    time.sleep(60)   # never touches CUDA itself
+    os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(NO_GPU is not None, reason=f"no NVIDIA GPU here: {NO_GPU}")
+def test_a_forked_child_keeps_the_memory_after_its_parents_sigkill_and_only_the_fds_name_it(spawn):
+    import pynvml
+
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    used = lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used  # noqa: E731
+    before = used()
+    parent = spawn.popen([sys.executable, "-c", _HOLDS_AND_FORKS], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    wait_for(lambda: used() >= before + (256 << 20), 30, "256 MiB in use")
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(30)
+    time.sleep(1.0)
+    assert used() >= before + (256 << 20), "the memory came back while the forked child still lived"
+    assert child in gpu.device_holders().pids
+    os.kill(child, signal.SIGKILL)
+    wait_for(lambda: used() < before + (16 << 20), 10, "the memory back once the child is gone")
