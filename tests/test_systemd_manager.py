@@ -248,3 +248,17 @@ def test_a_marker_left_by_a_dead_labkit_start_is_removed_and_a_foreign_one_kept(
     (marker / f".labkit-{os.getpid()}").touch()  # its owner still runs: a start under way
     manager._remove_stale_marker()
     assert marker.exists()
+
+
+@needs_manager
+@pytest.mark.parametrize("hardening, script, seen", [
+    ("ProtectHome=yes", "ls -A /root | wc -l", "0"),  # the home folders look empty
+    ("InaccessiblePaths=/etc", "cat /etc/hostname >/dev/null 2>&1; echo $?", "1"),
+], ids=["ProtectHome", "InaccessiblePaths"])
+def test_hardening_that_mounts_inaccessible_nodes_works_as_under_a_booted_systemd(hardening, script, seen):
+    # Without /run/systemd/inaccessible (made by PID 1 at boot) these failed with 226/NAMESPACE.
+    env = manager.user_environment()
+    done = subprocess.run(["systemd-run", "--user", "--wait", "--pipe", "--quiet", "-p", hardening,
+                           "/bin/sh", "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, f"{hardening}: {done.stdout}{done.stderr}"
+    assert done.stdout.strip() == seen, f"{hardening}: the service saw {done.stdout!r}"

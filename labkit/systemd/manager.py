@@ -11,7 +11,9 @@ no D-Bus daemon needed) and starts it inside a cgroup of its own,
 ``/labkit-ID.slice/user-UID.slice/user@UID.service`` in the cgroup2 hierarchy (and ``name=systemd``
 on a hybrid machine): shaped as systemd itself would place it, so that journald tags the services'
 output with ``_SYSTEMD_USER_UNIT`` and ``journalctl --user-unit NAME`` finds it. Started from the
-root cgroup, a manager moves every process of the machine into its ``init.scope``.
+root cgroup, a manager moves every process of the machine into its ``init.scope``. It also makes
+the inert ``/run/systemd/inaccessible/`` nodes PID 1 makes at boot, which ``ProtectHome=yes`` and
+``InaccessiblePaths=`` mount over what they hide.
 
 ``/lib/systemd/systemd-journald`` is started beside it when no journald answers (volatile
 storage in ``/run/log/journal`` unless ``/var/log/journal`` exists) and shared by every manager
@@ -40,6 +42,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import shutil
 import signal
 import subprocess
@@ -256,6 +259,7 @@ def _start(config_home: Path, timeout_s: float) -> Manager:
             runtime = _runtime_dir()
             made.append(str(runtime))
             cgroups = _make_cgroups(relative, roots, made)
+            _make_inaccessible_nodes()
             journald, shared = _share_journald(), True
             env = _manager_environment(runtime, config_home)
             log = runtime / "manager.log"
@@ -279,6 +283,40 @@ def _start(config_home: Path, timeout_s: float) -> Manager:
         _remove_made(cgroups, made)
         state_path().unlink(missing_ok=True)
         raise
+
+
+INACCESSIBLE = Path("/run/systemd/inaccessible")
+_INACCESSIBLE_KINDS = {"dir": stat.S_IFDIR, "reg": stat.S_IFREG, "fifo": stat.S_IFIFO, "sock": stat.S_IFSOCK,
+                       "chr": stat.S_IFCHR, "blk": stat.S_IFBLK}
+
+
+def _make_inaccessible_nodes() -> None:
+    """Create ``/run/systemd/inaccessible/{dir,reg,fifo,sock,chr,blk}`` (mode 0000) as PID 1 does at
+    boot (systemd's src/shared/dev-setup.c, make_inaccessible_nodes).
+
+    A root user manager mounts these over what ``ProtectHome=yes``, ``InaccessiblePaths=`` and
+    ``ProtectKernelTunables=`` hide; without them such a service fails with 226/NAMESPACE
+    ("Failed to mount /run/systemd/inaccessible/dir", seen here with systemd 252), where it runs on a
+    machine booted with systemd. They are left in place: the same inert nodes PID 1 keeps, which
+    nothing reads as a sign of a booted systemd. A node the kernel refuses (``chr``/``blk`` in a
+    container without CAP_MKNOD) is skipped: only the services that need that kind fail then.
+    """
+    try:
+        INACCESSIBLE.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError:
+        return
+    for name, kind in _INACCESSIBLE_KINDS.items():
+        path = INACCESSIBLE / name
+        if os.path.lexists(path):
+            continue
+        try:
+            if kind == stat.S_IFDIR:
+                path.mkdir(mode=0)
+            else:
+                os.mknod(path, kind | 0, os.makedev(0, 0))
+            os.chmod(path, 0)  # the umask cannot add bits, but mkdir's mode is masked: make sure
+        except OSError:
+            continue
 
 
 def _launch(env: dict[str, str], cgroups: list[Path], log: Path) -> subprocess.Popen:
