@@ -12,10 +12,17 @@ that is writable. What each controller gives:
 
 Even without any controller a cgroup lists its members: a process that escaped the process
 tree is still found through ``cgroup.procs``. Membership is inherited by every child process.
+
+On v2 a child gets a controller only once its parent lists it in ``cgroup.subtree_control``,
+and a non-root cgroup that holds processes cannot enable one there (the kernel's "no internal
+process constraint", Documentation/admin-guide/cgroup-v2.rst: the write fails with EBUSY).
+:func:`delegate_v2` does what a container's init or systemd's ``Delegate=yes`` does: it moves
+the folder's own processes into a leaf child, then enables the controllers.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import dataclass, field
@@ -109,6 +116,144 @@ def own_folders(wanted: tuple[str, ...]) -> dict[str, Path]:
     The layout is the kernel layer's one reading (:func:`labkit._linux.cgroup.layout`), the one
     ``labkit doctor`` and ``labkit limit`` use."""
     return {name: Path(folder) for name, folder in _cgroup.writable_folders(_cgroup.layout(), wanted).items()}
+
+
+LEAF = "leaf"  #: the child that holds a delegated v2 folder's own processes (see :func:`delegate_v2`)
+
+
+def delegate_v2(folder: Path, controllers: tuple[str, ...], leaf: str = LEAF,
+                max_rounds: int = 20) -> tuple[Path, dict[str, str]]:
+    """Let child cgroups of a v2 ``folder`` get ``controllers`` ("cpu", "memory"...), as delegation does.
+
+    Writes ``+CTRL`` into ``cgroup.subtree_control``. Where that fails with EBUSY (the folder holds
+    processes: the no-internal-process constraint of cgroup v2), every process of the folder is
+    moved into its child ``leaf`` (made if needed; processes forked meanwhile are moved in later
+    rounds, up to ``max_rounds``) and the write is tried again. A ``folder`` that is itself such a
+    leaf (this process was moved there by an earlier call) stands for its parent, so calling this
+    again never nests leaves. The root cgroup is exempt from the constraint: nothing moves there.
+
+    Args:
+        folder: a v2 cgroup folder, normally this process's own (``own_folders(...)["v2"]``).
+        controllers: v2 controller names wanted in the children.
+    Returns:
+        (the folder whose new children get the controllers, {controller: why not, one line} for
+        each one that could not be enabled: not offered by the cgroup above, or a write refused).
+    Source: Documentation/admin-guide/cgroup-v2.rst, "Top-down constraint", "No internal process
+    constraint" and "Delegation".
+    """
+    base = folder
+    if folder.name == leaf:  # our own earlier leaf: its parent is the folder that was delegated
+        wanted = _offered(folder.parent) & set(controllers)
+        if wanted and wanted <= _controls(folder.parent):
+            base = folder.parent
+    offered = _offered(base)
+    why_not = {ctrl: (f"{base} is not given {ctrl} by the cgroup above it (its cgroup.controllers lists "
+                      f"{', '.join(sorted(offered)) or 'nothing'}): ask for a cgroup with Delegate=yes, e.g. "
+                      f"systemd-run --user --scope -p Delegate=yes")
+               for ctrl in controllers if ctrl not in offered}
+    moved = False
+    for ctrl in controllers:
+        if ctrl in why_not or ctrl in _controls(base):
+            continue
+        try:
+            _kernel_write(base / "cgroup.subtree_control", f"+{ctrl}")
+            continue
+        except OSError as err:
+            refused = err
+        if refused.errno == errno.EBUSY and not moved:
+            moved = True
+            problem = _move_members(base, base / leaf, max_rounds)
+            if problem is None:
+                try:
+                    _kernel_write(base / "cgroup.subtree_control", f"+{ctrl}")
+                    continue
+                except OSError as err:
+                    refused = err
+            else:
+                why_not[ctrl] = problem
+                continue
+        why_not[ctrl] = f"cannot enable {ctrl} in {base / 'cgroup.subtree_control'}: {refused.strerror}"
+    return base, why_not
+
+
+def _move_members(folder: Path, leaf: Path, max_rounds: int) -> str | None:
+    """Move every process of ``folder`` into ``leaf``; None when done, else why not, in words."""
+    try:
+        leaf.mkdir(exist_ok=True)
+    except OSError as err:
+        return f"cannot make {leaf} to hold the processes of {folder}: {err.strerror}"
+    for _ in range(max_rounds):
+        try:
+            pids = (folder / "cgroup.procs").read_text().split()
+        except OSError as err:
+            return f"cannot list {folder / 'cgroup.procs'}: {err.strerror}"
+        if not pids:
+            return None
+        for pid in pids:
+            try:
+                _kernel_write(leaf / "cgroup.procs", pid)
+            except ProcessLookupError:
+                continue  # it exited meanwhile
+            except OSError as err:
+                return f"cannot move pid {pid} from {folder} into {leaf}: {err.strerror}"
+    return f"{folder} still holds processes after {max_rounds} rounds of moving them into {leaf}"
+
+
+def _offered(folder: Path) -> set[str]:
+    return set(_cgroup.offered(str(folder)))
+
+
+def _controls(folder: Path) -> set[str]:
+    """The controllers a v2 folder's children get (its cgroup.subtree_control)."""
+    try:
+        return set((folder / "cgroup.subtree_control").read_text().split())
+    except OSError:
+        return set()
+
+
+def _kernel_write(path: Path, text: str) -> None:
+    """One write(2) to a cgroup control file; the kernel's refusal is raised as OSError (errno kept)."""
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def lesson_parents(controllers: tuple[str, ...] = ("cpu", "memory")) -> tuple[dict[str, Path], dict[str, str]]:
+    """Where a learner can make a cgroup limiting each of ``controllers`` ("cpu", "memory"), and why not.
+
+    A v1 hierarchy of the controller whose folder of ours is writable, or our v2 folder once
+    :func:`delegate_v2` enabled the controller for its children; each found folder is proven by
+    a real child that gets the limit file (``cpu.max``/``cpu.cfs_quota_us``, ``memory.max``/
+    ``memory.limit_in_bytes``), as ``labkit doctor`` proves it.
+
+    Returns:
+        ({controller: the folder to make child cgroups in}, {controller: why none, one line}).
+    """
+    found = _cgroup.layout()
+    folders: dict[str, Path] = {}
+    why: dict[str, str] = {}
+    for ctrl in controllers:
+        verdict = _cgroup.controller(ctrl, found)
+        if verdict.ok and verdict.folder is not None:
+            folders[ctrl] = Path(verdict.folder)
+            continue
+        why[ctrl] = verdict.detail
+    left = tuple(ctrl for ctrl in controllers if ctrl not in folders)
+    if left and found.v2 is not None and os.access(found.v2, os.W_OK):
+        parent, refused = delegate_v2(Path(found.v2), left)
+        for ctrl in left:
+            if ctrl in refused:
+                why[ctrl] = refused[ctrl]
+                continue
+            ok, detail = _cgroup.probe_child(str(parent), _cgroup.LIMIT_FILES["v2"][ctrl])
+            if ok:
+                folders[ctrl] = parent
+                why.pop(ctrl, None)
+            else:
+                why[ctrl] = f"v2: {detail}"
+    elif left and found.v2 is not None:
+        for ctrl in left:
+            why[ctrl] += f"; v2: {found.v2} is not writable by this user (root, or a cgroup delegated to it)"
+    return folders, why
 
 
 def remove_stale(folder: Path, prefix: str) -> None:

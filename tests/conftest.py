@@ -127,3 +127,18 @@ def wait_for_step(run_dir: Path, step: int, timeout_s: float = 20.0) -> None:
 def log_text(run_dir: Path) -> str:
     path = run_dir / "train.log"
     return path.read_text() if path.exists() else ""
+
+
+def pytest_collection_finish(session) -> None:
+    # The wrong-answer corpus grades its class in a process of its own from now on (it mostly
+    # waits, as the rest of the suite does); its tests collect the grades when they run.
+    corpus = sys.modules.get("test_wrong_answers")
+    if corpus is not None and not session.config.option.collectonly:
+        corpus.start_in_background(session.items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus) -> None:
+    corpus = sys.modules.get("test_wrong_answers")
+    if corpus is not None:
+        corpus.stop_background()  # before the leak check and before the user manager stops

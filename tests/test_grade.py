@@ -403,6 +403,43 @@ def test_stopping_the_grader_leaves_a_whole_gradebook_and_no_process(tmp_path, s
     assert [(r.student, r.resumed, r.score) for r in rerun] == [("a-solution", True, 10), ("b-loop", False, 0)]
 
 
+def _frozen_student_cgroups() -> list[Path]:
+    root = Path("/sys/fs/cgroup/freezer")
+    return [state.parent for state in root.glob("labkit-grade-*/student/freezer.state")
+            if state.read_text().strip() == "FROZEN"]
+
+
+@pytest.mark.skipif(not Path("/sys/fs/cgroup/freezer").is_dir() or os.geteuid() != 0,
+                    reason="needs root and the cgroup v1 freezer, where the grader freezes a learner's processes")
+def test_a_grader_killed_while_the_learner_is_frozen_leaves_no_process(tmp_path):
+    # A frozen process cannot act on SIGKILL until it is thawed: the sandbox must thaw what it kills.
+    solutions = tmp_path / "solutions"
+    shutil.copytree(SOLUTIONS, solutions)
+    nb = json.loads((solutions / "10_basics.ipynb").read_text())
+    check = next(cell for cell in nb["cells"] if cell["id"] == "add-tests")
+    check["source"] = "import time\ntime.sleep(30)  # a long check: the learner stays frozen meanwhile\n" + "".join(check["source"])
+    (solutions / "10_basics.ipynb").write_text(json.dumps(nb))
+    paths = write_class(tmp_path, {"a-solution": with_answers(RIGHT)})
+    script = ("import sys; from labkit.course.grade import grade, GradeLimits; "
+              "grade(sys.argv[1:2], sys.argv[2], solutions_dir=sys.argv[3], limits=GradeLimits(cell_timeout_s=60))")
+    grader = subprocess.Popen([sys.executable, "-c", script, str(paths[0]), str(tmp_path / "graded"), str(solutions)],
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p for p in grader_processes() if "ipykernel_launcher" in " ".join(p.cmdline())) \
+                or not _frozen_student_cgroups():
+            assert time.monotonic() < deadline and grader.poll() is None, "the learner was never frozen"
+            time.sleep(0.05)
+        grader.kill()
+    finally:
+        grader.kill()
+        grader.wait()
+    deadline = time.monotonic() + 15
+    while grader_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not grader_processes(), "a kernel frozen when its grader died must end with it"
+
+
 def test_a_real_lesson_through_the_command_line_gets_full_partial_and_zero_marks(tmp_path, capsys):
     solution, exercise_ = ROOT / "solutions" / "00_welcome.ipynb", ROOT / "exercises" / "00_welcome.ipynb"
     lesson = load_lesson(solution)

@@ -23,14 +23,19 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
 from labkit.course._merge import load_lesson
-from labkit.course.grade import GradeResult, grade, read_gradebook
+from labkit.course.grade import GradeResult, TestResult, grade, read_gradebook
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).parent / "fixtures" / "wrong_answers"
@@ -85,59 +90,131 @@ def submission_for(lesson: str, replace: dict[str, str] | None = None) -> dict:
     return notebook
 
 
-class _Graded:
-    """The classes of every lesson the selected tests need, graded together on first use: one
-    ``labkit grade`` run, so its kernels stay busy across lessons."""
-
-    def __init__(self, folder: Path, lessons: set[str]) -> None:
-        self.folder, self.lessons = folder, lessons
-        self.results: dict[str, dict[str, GradeResult]] = {}
-
-    def lesson(self, lesson: str) -> dict[str, GradeResult]:
-        if lesson not in self.results:
-            self._grade(sorted(self.lessons | {lesson}))
-        return self.results[lesson]
-
-    def _grade(self, lessons: list[str]) -> None:
-        paths, expected = [], {}
-        for lesson in lessons:
-            submitted = self.folder / lesson / "submitted"
-            students = {"solution": submission_for(lesson),
-                        "untouched": json.loads((ROOT / "exercises" / f"{lesson}.ipynb").read_text())}
-            for wrong in CORPUS_ENTRIES:
-                if wrong.lesson == lesson:
-                    students[wrong.student] = submission_for(lesson, {wrong.cell: wrong.source})
-            for student, notebook in students.items():
-                path = submitted / student / f"{lesson}.ipynb"
-                path.parent.mkdir(parents=True)
-                path.write_text(json.dumps(notebook))
-                paths.append(path)
-            expected[lesson] = set(students)
-        # the slowest lessons first, so the last kernels to finish are short ones
-        paths.sort(key=lambda path: -len(expected[path.stem]))
-        out = self.folder / "graded"
-        init = psutil.Process(1).create_time()
-        results = grade(paths, out, jobs=JOBS)
-        # no check, and no wrong answer, reached a process it did not start
-        assert psutil.Process(1).create_time() == init
-        rows = read_gradebook(out / "gradebook.csv")
-        for lesson in lessons:
-            assert {row["student"] for row in rows if row["notebook"] == lesson} == expected[lesson], \
-                "one gradebook row per submission"
-            self.results[lesson] = {result.student: result for result in results if result.notebook == lesson}
+def grade_class(folder: Path, lessons: list[str]) -> dict[str, dict[str, GradeResult]]:
+    """Grade the solution, the untouched exercise and every wrong answer of ``lessons`` as one class:
+    one ``labkit grade`` run, so its kernels stay busy across lessons."""
+    paths, expected = [], {}
+    for lesson in lessons:
+        submitted = folder / lesson / "submitted"
+        students = {"solution": submission_for(lesson),
+                    "untouched": json.loads((ROOT / "exercises" / f"{lesson}.ipynb").read_text())}
+        for wrong in CORPUS_ENTRIES:
+            if wrong.lesson == lesson:
+                students[wrong.student] = submission_for(lesson, {wrong.cell: wrong.source})
+        for student, notebook in students.items():
+            path = submitted / student / f"{lesson}.ipynb"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps(notebook))
+            paths.append(path)
+        expected[lesson] = set(students)
+    # the slowest lessons first, so the last kernels to finish are short ones
+    paths.sort(key=lambda path: -len(expected[path.stem]))
+    out = folder / "graded"
+    init = psutil.Process(1).create_time()
+    results = grade(paths, out, jobs=JOBS)
+    # no check, and no wrong answer, reached a process it did not start
+    assert psutil.Process(1).create_time() == init
+    rows = read_gradebook(out / "gradebook.csv")
+    found = {}
+    for lesson in lessons:
+        assert {row["student"] for row in rows if row["notebook"] == lesson} == expected[lesson], \
+            "one gradebook row per submission"
+        found[lesson] = {result.student: result for result in results if result.notebook == lesson}
+    return found
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory, request) -> _Graded:
+# The class is graded in a process of its own from the moment collection ends (tests/conftest.py
+# calls start_in_background): its checks mostly wait, and so does the rest of the suite, so the two
+# overlap instead of running one after the other. LABKIT_CORPUS_BACKGROUND=0 grades in the fixture.
+_BACKGROUND: dict = {}
+RESULTS_NAME = "results.json"
+BACKGROUND_TIMEOUT_S = 45 * 60
+
+
+def needed_lessons(items) -> set[str]:
+    """The lessons whose grades the selected tests of this module read."""
     needed = set()
-    for item in request.session.items:
+    for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if getattr(getattr(item, "module", None), "__name__", None) == __name__:
             if isinstance(params.get("wrong"), WrongAnswer):
                 needed.add(params["wrong"].lesson)
             elif "graded" in getattr(item, "fixturenames", ()) and params.get("lesson"):
                 needed.add(params["lesson"])
-    return _Graded(tmp_path_factory.mktemp("corpus"), needed)
+    return needed
+
+
+def start_in_background(items) -> None:
+    lessons = needed_lessons(items)
+    if not lessons or os.environ.get("LABKIT_CORPUS_BACKGROUND") == "0":
+        return
+    folder = Path(tempfile.mkdtemp(prefix="labkit-corpus-"))
+    log = open(folder / "grader.log", "wb")  # noqa: SIM115 (the child writes it; closed in stop_background)
+    proc = subprocess.Popen([sys.executable, __file__, str(folder), *sorted(lessons)], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    _BACKGROUND.update(proc=proc, folder=folder, lessons=lessons, log=log)
+
+
+def stop_background() -> None:
+    """End the background grader if it still runs (an interrupted or -x run); remove its folder."""
+    proc, folder = _BACKGROUND.pop("proc", None), _BACKGROUND.pop("folder", None)
+    if proc is not None and proc.poll() is None:
+        proc.terminate()  # the grader stops its kernels on SIGTERM and keeps its gradebook whole
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if "log" in _BACKGROUND:
+        _BACKGROUND.pop("log").close()
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _to_json(results: dict[str, dict[str, GradeResult]]) -> dict:
+    return {lesson: {student: {**asdict(result), "submission": str(result.submission)}
+                     for student, result in by_student.items()} for lesson, by_student in results.items()}
+
+
+def _from_json(data: dict) -> dict[str, dict[str, GradeResult]]:
+    def one(row: dict) -> GradeResult:
+        tests = tuple(TestResult(**test) for test in row.pop("tests"))
+        return GradeResult(**{**row, "submission": Path(row["submission"]), "tests": tests})
+    return {lesson: {student: one(dict(row)) for student, row in by_student.items()}
+            for lesson, by_student in data.items()}
+
+
+def _background_results() -> dict[str, dict[str, GradeResult]]:
+    proc, folder = _BACKGROUND["proc"], _BACKGROUND["folder"]
+    try:
+        code = proc.wait(BACKGROUND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the background grader ran over {BACKGROUND_TIMEOUT_S} s") from None
+    if code != 0:
+        tail = (folder / "grader.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"the background grader exited with {code}:\n{tail}")
+    return _from_json(json.loads((folder / RESULTS_NAME).read_text()))
+
+
+class _Graded:
+    """The grades of every lesson the selected tests need: from the background grader where it
+    graded them, else graded here on first use."""
+
+    def __init__(self, folder: Path, lessons: set[str]) -> None:
+        self.folder, self.lessons = folder, lessons
+        self.results: dict[str, dict[str, GradeResult]] = {}
+
+    def lesson(self, lesson: str) -> dict[str, GradeResult]:
+        if lesson not in self.results and lesson in _BACKGROUND.get("lessons", ()):
+            self.results.update(_background_results())
+        if lesson not in self.results:
+            self.results.update(grade_class(self.folder, sorted(self.lessons | {lesson})))
+        return self.results[lesson]
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory, request) -> _Graded:
+    return _Graded(tmp_path_factory.mktemp("corpus"), needed_lessons(request.session.items))
 
 
 def _points(result: GradeResult, exercise: str) -> tuple[float, float]:
@@ -198,3 +275,10 @@ def test_a_wrong_answer_scores_less_than_full_on_its_exercise_only(graded, wrong
         if exercise != wrong.exercise:
             other, other_full = _points(result, exercise)
             assert other == other_full, f"{wrong.name} cost points on {exercise}\n{_report(result)}"
+
+
+if __name__ == "__main__":  # the background grader: FOLDER LESSON...
+    from labkit._atomic import write_json_atomic
+
+    _folder = Path(sys.argv[1])
+    write_json_atomic(_folder / RESULTS_NAME, _to_json(grade_class(_folder, sys.argv[2:])))

@@ -149,12 +149,30 @@ def main(argv: list[str] | None = None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # nothing may interrupt the clean-up
     if isolated:
         _kill(kernel)  # init: the kernel ends every process of its namespace with it
+    for pid in descendants(os.getpid()):
+        _kill(pid)  # a frozen process keeps this SIGKILL pending, and dies as soon as it is thawed
+    _thaw(options)  # the grader may have died in the middle of a check, with the learner frozen
     left = kill_descendants()
     if options["status"]:
         _write_status(str(options["status"]), ended, left, _kernel_end(options) if isolated else None)
     if not left and not _alive(parent):
         _clean_up_for(options)  # the grader died (PR_SET_PDEATHSIG): nobody else will
     return 3 if left else 0
+
+
+def _thaw(options: dict[str, object]) -> None:
+    """Thaw the learner's cgroups. The grader freezes them while a check runs, and a frozen process
+    acts on SIGKILL only once thawed (the kernel's cgroup-v1/freezer-subsystem.rst; v2's
+    ``cgroup.freeze``): a grader that dies mid-check would otherwise leave its kernel frozen forever."""
+    for folder in _strings(options["student-cgroup"]):
+        for name, value in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+            path = os.path.join(folder, name)
+            if os.path.exists(path):
+                try:
+                    with open(path, "w") as control:
+                        control.write(value)
+                except OSError:
+                    pass
 
 
 def _alive(parent: int) -> bool:
