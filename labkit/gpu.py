@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from dataclasses import dataclass
 
 
@@ -29,18 +30,29 @@ def nvml_unavailable() -> str | None:
 
 
 def process_gpu_memory(pid: int) -> int | None:
-    """Bytes of GPU memory ``pid`` holds on all GPUs (0 if none), or None where NVML is unavailable."""
+    """Bytes of GPU memory NVML charges to ``pid`` on all GPUs (0 if none), or None where NVML is
+    unavailable or its pids are not this PID namespace's.
+
+    NVML charges memory to the process that created the CUDA context: measured on an H200
+    (bench/bench_gpu.py), it went on listing a SIGKILLed parent's pid while a child it had forked kept
+    the memory alive (:func:`device_holders` names the child). In a container with a PID namespace of
+    its own, NVML reports the host's pids; when it lists a pid that /proc does not know here, a
+    missing ``pid`` proves nothing, and the answer is None (unknown), not 0.
+    """
     if nvml_unavailable():
         return None
     import pynvml
 
-    total = 0
+    charged: dict[int, int] = {}
     for index in range(pynvml.nvmlDeviceGetCount()):
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-            if proc.pid == pid and proc.usedGpuMemory:
-                total += proc.usedGpuMemory
-    return total
+            charged[proc.pid] = charged.get(proc.pid, 0) + (proc.usedGpuMemory or 0)
+    if pid in charged:
+        return charged[pid]
+    if any(not os.path.exists(f"/proc/{other}") for other in charged):
+        return None
+    return 0
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -94,3 +95,35 @@ def test_a_forked_child_keeps_the_memory_after_its_parents_sigkill_and_only_the_
     assert child in gpu.device_holders().pids
     os.kill(child, signal.SIGKILL)
     wait_for(lambda: used() < before + (16 << 20), 10, "the memory back once the child is gone")
+
+
+class _FakeNvml:
+    """A stand-in for pynvml: one GPU listing the given {pid: bytes}."""
+
+    def __init__(self, listed: dict[int, int]) -> None:
+        self.listed = listed
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802 (pynvml's names)
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:  # noqa: N802
+        return index
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list:  # noqa: N802
+        from types import SimpleNamespace
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self.listed.items()]
+
+
+@pytest.mark.parametrize("listed, asked, expected", [
+    ({"self": 256 << 20}, "self", 256 << 20),
+    ({}, "self", 0),
+    ({"self": 256 << 20}, "other", 0),  # every listed pid is ours to see: the other one holds nothing
+    ({4_194_305: 256 << 20}, "self", None),  # above PID_MAX_LIMIT (2**22): the host's pids, so unknown
+], ids=["charged", "nothing-listed", "another-pid", "foreign-pids"])
+def test_process_gpu_memory_says_unknown_when_nvml_lists_pids_of_another_namespace(
+        monkeypatch, listed, asked, expected):
+    me, other = os.getpid(), os.getppid()
+    fake = _FakeNvml({me if pid == "self" else pid: used for pid, used in listed.items()})
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(gpu, "nvml_unavailable", lambda: None)
+    assert gpu.process_gpu_memory(me if asked == "self" else other) == expected
