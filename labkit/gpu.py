@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from dataclasses import dataclass
 
 
@@ -50,7 +49,9 @@ def process_gpu_memory(pid: int) -> int | None:
             charged[proc.pid] = charged.get(proc.pid, 0) + (proc.usedGpuMemory or 0)
     if pid in charged:
         return charged[pid]
-    if any(not os.path.exists(f"/proc/{other}") for other in charged):
+    from labkit._linux import proc
+
+    if any(not proc.exists(other) for other in charged):
         return None
     return 0
 
