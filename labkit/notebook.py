@@ -12,11 +12,49 @@ if TYPE_CHECKING:
     from labkit.systemd.manager import Manager
 
 
-def setup(runs: str | os.PathLike = "runs") -> Path:
+def runs_folder(notebook_folder: str | os.PathLike | None = None) -> Path:
+    """Where the notebooks of ``notebook_folder`` keep their runs: ``$LABKIT_HOME/runs/NAME-HASH``.
+
+    NAME is the folder's own name (``notebooks``, ``exercises``, an nbgrader assignment) and HASH
+    the first 8 hex digits of the SHA-256 of its absolute path, so two folders of the same name
+    (two clones, nbgrader's ``source/ps1`` and ``release/ps1``, each student's
+    ``autograded/NAME/ps1``) never share runs. Runs stay out of the course folders: nbgrader's
+    ``generate_assignment`` would ship what is beside the notebooks (the instructor's answer
+    scripts) to students, and ``generate_feedback`` would copy megabytes of runs.
+    ``$LABKIT_HOME`` is :func:`labkit.jobs.labkit_home` (the grader gives each submission its own).
+
+    Args:
+        notebook_folder: the folder holding the notebooks; default the current folder, which is
+            the notebook's own in JupyterLab, nbval, nbclient and nbgrader.
+
+    Returns:
+        The folder's path (not created).
+
+    >>> runs_folder("../exercises") / "06_graceful_shutdown"  # doctest: +SKIP
+    PosixPath('/home/me/.local/state/labkit/runs/exercises-1f0c3a9e/06_graceful_shutdown')
+    """
+    import hashlib
+
+    from labkit.jobs import labkit_home
+
+    folder = Path(notebook_folder if notebook_folder is not None else Path.cwd()).resolve()
+    digest = hashlib.sha256(os.fsencode(folder)).hexdigest()[:8]
+    return labkit_home() / "runs" / f"{folder.name or 'root'}-{digest}"
+
+
+def setup(runs: str | os.PathLike | None = None) -> Path:
     """Make ``!labkit`` and ``!python`` in this notebook use this kernel's environment; return the runs folder.
 
     A kernel started from a virtual environment that was never activated would otherwise
     find another ``python`` (or no ``labkit``) on PATH when a cell runs a shell command.
+
+    Args:
+        runs: where this notebook's runs, scripts and unit files go; default
+            :func:`runs_folder` of the current folder (under ``$LABKIT_HOME``, never beside
+            the notebook). Created; printed in one line.
+
+    Returns:
+        The runs folder.
     """
     bin_dir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "").split(os.pathsep)
@@ -24,7 +62,7 @@ def setup(runs: str | os.PathLike = "runs") -> Path:
         os.environ["PATH"] = os.pathsep.join([bin_dir, *[p for p in path if p != bin_dir]])
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # the trainers this notebook starts use one core each
-    folder = Path(runs)
+    folder = Path(runs) if runs is not None else runs_folder()
     folder.mkdir(parents=True, exist_ok=True)
     from labkit import __version__
 
@@ -57,7 +95,7 @@ class SystemdHere:
         print(f"no systemd manager here ({self.why_not}): {what}")
 
 
-def use_systemd(runs: str | os.PathLike = "runs", start: bool = True) -> SystemdHere:
+def use_systemd(runs: str | os.PathLike | None = None, start: bool = True) -> SystemdHere:
     """Point this kernel's ``!systemctl --user``, ``!systemd-run --user`` and ``!journalctl`` at a
     real systemd user manager; start labkit's own (``labkit systemd start``) if ``start`` and
     none runs. Where none can run, return the reason (``$LABKIT_SYSTEMD_UNAVAILABLE``, which the
@@ -90,7 +128,7 @@ def use_systemd(runs: str | os.PathLike = "runs", start: bool = True) -> Systemd
                 return _point_at(systemd_manager.start(), started_here=True)
             except LabkitError as err:
                 why = str(err)
-    folder = Path(runs) / "units"
+    folder = Path(runs if runs is not None else runs_folder()) / "units"
     folder.mkdir(parents=True, exist_ok=True)
     return SystemdHere(unit_dir=folder, why_not=why)
 

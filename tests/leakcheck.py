@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 TAG = "LABKIT_TEST_TAG"
+_CREATED_HOME = [""]  #: the LABKIT_HOME this run made, removed at its end
 
 
 def _default_stop_signals() -> None:
@@ -44,7 +45,16 @@ def pytest_configure(config) -> None:
     if "LABKIT_HOME" not in os.environ:  # never touch the user's own jobs
         import tempfile
 
-        os.environ["LABKIT_HOME"] = tempfile.mkdtemp(prefix="labkit-test-home-")
+        # Not under /tmp: the lessons' runs live in LABKIT_HOME, and a service with PrivateTmp=yes
+        # (03 exercise 4 on the real user manager) cannot see /tmp, so the checks would fall back
+        # to labkit's runner. Removed when the run ends (pytest_unconfigure).
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "labkit-tests"
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            base = Path(tempfile.gettempdir())
+        home = tempfile.mkdtemp(prefix="labkit-test-home-", dir=base)
+        os.environ["LABKIT_HOME"] = _CREATED_HOME[0] = home
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     # jobs in tmux mode use a socket of this run's own, never a learner's `tmux -L labkit`
@@ -106,3 +116,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
             pass
     print("\nLEAKED PROCESSES (killed now):\n  " + "\n  ".join(names), file=sys.stderr)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config) -> None:
+    if _CREATED_HOME[0]:
+        shutil.rmtree(_CREATED_HOME[0], ignore_errors=True)

@@ -24,6 +24,7 @@ from labkit.course import (
 )
 from labkit.course import test_cells as graded_test_cells  # not collected: not named test_*
 from labkit.course.build import add_arguments, main
+from labkit.course.cells import nbgrader_checksum
 from labkit.course.regions import RegionError
 from labkit.errors import BadArgument
 
@@ -103,7 +104,9 @@ def test_outputs_counts_and_volatile_metadata_are_cleared():
         assert set(c.metadata) <= {"nbgrader", "tags", "deletable", "editable"}
         if c.cell_type == "code":
             assert c.outputs == [] and c.execution_count is None
-    assert nb.metadata == {"kernelspec": {"display_name": "Python 3 (ipykernel)", "name": "python3"},
+    # the kernelspec's language too: nbgrader reads it (without, its --check calls a release out of date)
+    assert nb.metadata == {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                          "name": "python3"},
                            "language_info": {"name": "python"}}
     assert (nb.nbformat, nb.nbformat_minor) == (4, 5)
     assert cell(nb, "answer-exit-code").metadata.tags == ["exercise"]
@@ -118,11 +121,50 @@ def test_outputs_counts_and_volatile_metadata_are_cleared():
      {"deletable": False}),
 ])
 def test_metadata_is_what_nbgrader_writes_for_each_kind(cell_id, nbgrader, locks):
-    meta = cell(exercise(), cell_id).metadata
+    built = cell(exercise(), cell_id)
+    meta = built.metadata
     assert meta.nbgrader == {**nbgrader, "grade_id": meta.nbgrader.grade_id, "schema_version": 3,
-                             "task": False}
+                             "task": False, "checksum": nbgrader_checksum(built), "cell_type": built.cell_type}
     assert {k: v for k, v in meta.items() if k in ("deletable", "editable")} == locks
     assert "nbgrader" not in cell(exercise(), "imports").metadata
+
+
+# nbgrader 0.9.6's compute_checksum on these cells (nbgrader/utils.py), recorded: nbgrader is not a
+# dependency here; tests/test_nbgrader.py compares every cell of the course with the real one.
+@pytest.mark.parametrize("cell_type, metadata, source, expected", [
+    ("code", {"grade": True, "solution": False, "locked": True, "grade_id": "t1", "points": 1}, "assert True",
+     "cfbb8fbc22f670ab382ffc071b3913d6"),
+    ("code", {"grade": False, "solution": True, "locked": False, "grade_id": "a1"},
+     "# YOUR CODE HERE\nraise NotImplementedError()", "7569c545cb508f74984355eea6a3fd4d"),
+    ("markdown", {"grade": True, "solution": True, "locked": False, "grade_id": "m1", "points": 2.5},
+     "YOUR ANSWER HERE", "633affcec6b6d45d69e30d79bbec8995"),
+    ("code", {"grade": False, "solution": False, "locked": True, "grade_id": "r1"}, "x = '\u00e9'\n",
+     "74d077a86b7ae4b4834c66abafc36cb5"),
+    ("markdown", {"grade": False, "solution": False, "locked": True, "task": True, "grade_id": "k1", "points": 3},
+     "Do it.", "f0420a081d48942eb3c7dabd93f708e7"),
+    # a grade cell counts as locked whatever its flag says; points as float: 0 -> "0.0"
+    ("code", {"grade": True, "solution": False, "locked": False, "grade_id": "t2", "points": 0}, "assert 1",
+     "159be8b9e7007d4b36792c2b9a751463"),
+])
+def test_checksum_is_the_one_nbgrader_computes(cell_type, metadata, source, expected):
+    cell = {"cell_type": cell_type, "source": source, "metadata": {"nbgrader": metadata}}
+    assert nbgrader_checksum(cell) == expected
+
+
+def test_checksums_change_when_a_test_cell_is_edited_and_match_the_released_cell():
+    built = exercise()
+    tests = cell(built, "tests-visible")
+    assert tests.metadata.nbgrader.checksum == nbgrader_checksum(tests)
+    edited = json.loads(json.dumps(tests))
+    edited["source"] = tests.source.replace("assert", "assert True or")
+    assert nbgrader_checksum(edited) != tests.metadata.nbgrader.checksum  # nbgrader validate reports it
+    # an answer left as released has the released checksum: nbgrader scores it 0 without running it
+    answer = cell(built, "question-sigkill")
+    assert answer.metadata.nbgrader.checksum == nbgrader_checksum(answer)
+    points = json.loads(json.dumps(tests))
+    points["metadata"]["nbgrader"]["points"] = 5
+    assert nbgrader_checksum(points) != tests.metadata.nbgrader.checksum
+    assert "nbgrader" not in cell(built, "imports").metadata
 
 
 def test_a_test_cell_left_editable_by_its_author_is_locked_like_nbgrader_does():

@@ -1,7 +1,8 @@
 """``labkit course build``: turn ``solutions/NN_*.ipynb`` into ``exercises/NN_*.ipynb``.
 
-Like nbgrader's generate_assignment (ClearSolutions, ClearHiddenTests, ClearOutput, LockCells)
-but with byte-for-byte reproducible output, so ``--check`` in CI can prove that the committed
+Like nbgrader's generate_assignment (ClearSolutions, ClearHiddenTests, ClearOutput, LockCells,
+ComputeChecksums: the same cells nbgrader 0.9.6 releases, see tests/test_nbgrader.py) but with
+byte-for-byte reproducible output, so ``--check`` in CI can prove that the committed
 exercises are exactly what the solutions produce. The per-notebook work is in transform.py;
 this module handles folders, ``--check`` and the command line.
 """

@@ -19,6 +19,7 @@ Nothing here imports nbformat: a notebook is any mapping shaped like nbformat's 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -124,6 +125,38 @@ def canonical_metadata(cell: Mapping[str, Any]) -> dict[str, Any] | None:
     if kind in ("manual", "tests", "task"):
         result["points"] = meta["points"]
     return result
+
+
+def nbgrader_checksum(cell: Mapping[str, Any]) -> str:
+    """The checksum nbgrader's generate_assignment stores in ``metadata.nbgrader.checksum``.
+
+    The same MD5 as ``compute_checksum`` in nbgrader 0.9's ``nbgrader/utils.py`` (reimplemented:
+    nbgrader is not a dependency): over the source, the cell type, ``str()`` of the grade,
+    solution and locked flags (a solution cell is never locked, a grade cell always is), the
+    grade_id and, for a grade cell, ``str(float(points))``. ``nbgrader validate`` and
+    ``autograde`` compare it with the cell they read: a changed test cell, or an answer cell left
+    as released (scored 0 without running), is found by it.
+
+    Args:
+        cell: a cell with nbgrader metadata (a grade_id; points on a grade cell).
+
+    Returns:
+        32 lowercase hex digits.
+
+    >>> nbgrader_checksum({"cell_type": "code", "source": "assert True", "metadata": {"nbgrader": {
+    ...     "grade": True, "solution": False, "locked": True, "grade_id": "t1", "points": 1}}})
+    'cfbb8fbc22f670ab382ffc071b3913d6'
+    """
+    meta = cell["metadata"]["nbgrader"]
+    grade, solution = bool(meta.get("grade", False)), bool(meta.get("solution", False))
+    locked = False if solution else (True if grade else bool(meta.get("locked", False)))
+    digest = hashlib.md5(usedforsecurity=False)
+    for part in (cell_source(cell), cell.get("cell_type", ""), str(grade), str(solution), str(locked),
+                 meta["grade_id"]):
+        digest.update(part.encode("utf-8"))
+    if grade:
+        digest.update(str(float(meta["points"])).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def graded_cells(nb: Mapping[str, Any], notebook: str = "notebook") -> list[GradedCell]:

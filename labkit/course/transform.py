@@ -1,7 +1,9 @@
 """One solution notebook to one exercise notebook, in memory.
 
 Does what nbgrader's generate_assignment does with its ClearSolutions, ClearHiddenTests,
-ClearOutput and LockCells preprocessors, and keeps the result byte-for-byte reproducible:
+ClearOutput, LockCells and ComputeChecksums preprocessors (the cells come out as nbgrader 0.9.6
+releases them, checksums included; tests/test_nbgrader.py compares with the real one), and
+keeps the result byte-for-byte reproducible:
 fixed nbformat version, no timing or widget metadata, nbformat's sorted-key JSON.
 nbformat is imported inside the functions so ``import labkit.course`` stays light.
 """
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labkit.course.cells import BadCell, canonical_metadata, cell_kind, cell_source, graded_cells
+from labkit.course.cells import BadCell, canonical_metadata, cell_kind, cell_source, graded_cells, nbgrader_checksum
 from labkit.course.regions import CODE_STUB, TEXT_STUB, RegionError, strip_regions
 from labkit.errors import BadArgument
 
@@ -53,7 +55,8 @@ def build_notebook(nb: Mapping[str, Any], name: str = "notebook") -> NotebookNod
 
     Solution regions become stubs at the same indentation, hidden tests disappear, outputs
     and execution counts are cleared, metadata is reduced to what the course needs
-    (canonical nbgrader metadata, tags, nbgrader's cell locks; kernelspec and language name),
+    (canonical nbgrader metadata with nbgrader's checksum and cell_type, tags, nbgrader's cell
+    locks; the kernelspec's name, display name and language, and the language name),
     and cell ids are kept so the grader can match cells. The "Check my work" cells move up to
     just after the setup cell (see :func:`check_my_work_first`).
 
@@ -160,6 +163,9 @@ def _build_cell(cell: Mapping[str, Any], index: int, name: str) -> dict[str, Any
         source = "\n".join(stub)  # nbgrader: a solution cell without markers is all answer
     out: dict[str, Any] = {"cell_type": cell_type, "id": cell["id"],
                            "metadata": _cell_metadata(cell, kind), "source": source}
+    if "nbgrader" in out["metadata"]:
+        # nbgrader's ComputeChecksums, run last in its generate_assignment: over the cell as released
+        out["metadata"]["nbgrader"].update(checksum=nbgrader_checksum(out), cell_type=cell_type)
     if cell_type == "code":
         out.update(execution_count=None, outputs=[])
     elif cell.get("attachments"):
@@ -195,6 +201,8 @@ def _notebook_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(kernelspec, Mapping) and "name" in kernelspec:
         result["kernelspec"] = {"name": kernelspec["name"],
                                 "display_name": kernelspec.get("display_name", kernelspec["name"])}
+        if isinstance(kernelspec.get("language"), str):
+            result["kernelspec"]["language"] = kernelspec["language"]  # nbgrader reads it
     language = metadata.get("language_info")
     if isinstance(language, Mapping) and "name" in language:
         result["language_info"] = {"name": language["name"]}
