@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import psutil
 
@@ -161,6 +162,7 @@ def _add_jobs_parser(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``labkit`` with ``argv``; return the exit code."""
+    called_as_program = argv is None  # the `labkit` command or `python -m labkit`, not a call from Python
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv, command = _split_command(argv)
@@ -172,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_action(argv[1:])
         args = build_parser().parse_args(argv)
         if args.command == "train":
-            return _train(args, argv[1:])
+            code = _train(args, argv[1:])
+            if called_as_program:
+                _leave(code)
+            return code
         return _dispatch(args, command)
     except LabkitError as err:
         print(f"labkit: error: {err}", file=sys.stderr)
@@ -266,6 +271,23 @@ def _dispatch(args: argparse.Namespace, command: list[str]) -> int:
 
         return monitor_main(args)
     return _jobs(args, command)
+
+
+def _leave(code: int) -> NoReturn:
+    """End this process now with ``code``, skipping the interpreter's finalisation.
+
+    Called once the trainer has returned: its checkpoint is fsynced, its log and metrics are
+    closed, its workers joined and its process group destroyed. Finalising the modules it
+    loaded is all that is left, and with torch loaded that took ~0.9 s of every stop (measured:
+    `labkit train --framework torch` SIGTERM -> exit p50 1036 ms before, 71 ms after; NumPy 67 -> 23
+    ms), time an orchestrator's grace period is counting. ``python -m labkit.trainer`` does the same.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it anyway
+            pass
+    os._exit(code)
 
 
 def _train(args: argparse.Namespace, argv: list[str]) -> int:
