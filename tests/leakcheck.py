@@ -68,7 +68,9 @@ def tagged_processes() -> list[psutil.Process]:
         if proc.pid == me:
             continue
         try:
-            if proc.environ().get(TAG) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+            seen = proc.environ().get(TAG, "")
+            # tag-corpus: the wrong-answer corpus's background grader (tests/test_wrong_answers.py)
+            if (seen == tag or seen.startswith(tag + "-")) and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except psutil.Error:
             continue

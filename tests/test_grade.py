@@ -403,9 +403,9 @@ def test_stopping_the_grader_leaves_a_whole_gradebook_and_no_process(tmp_path, s
     assert [(r.student, r.resumed, r.score) for r in rerun] == [("a-solution", True, 10), ("b-loop", False, 0)]
 
 
-def _frozen_student_cgroups() -> list[Path]:
-    root = Path("/sys/fs/cgroup/freezer")
-    return [state.parent for state in root.glob("labkit-grade-*/student/freezer.state")
+def _frozen_student_cgroups(grader: int) -> list[Path]:
+    root = Path("/sys/fs/cgroup/freezer")  # the grader's cgroups are named labkit-grade-PID-TOKEN
+    return [state.parent for state in root.glob(f"labkit-grade-{grader}-*/student/freezer.state")
             if state.read_text().strip() == "FROZEN"]
 
 
@@ -427,7 +427,7 @@ def test_a_grader_killed_while_the_learner_is_frozen_leaves_no_process(tmp_path)
     try:
         deadline = time.monotonic() + 60
         while not any(p for p in grader_processes() if "ipykernel_launcher" in " ".join(p.cmdline())) \
-                or not _frozen_student_cgroups():
+                or not _frozen_student_cgroups(grader.pid):
             assert time.monotonic() < deadline and grader.poll() is None, "the learner was never frozen"
             time.sleep(0.05)
         grader.kill()

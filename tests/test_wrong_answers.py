@@ -149,8 +149,16 @@ def start_in_background(items) -> None:
     if not lessons or os.environ.get("LABKIT_CORPUS_BACKGROUND") == "0":
         return
     folder = Path(tempfile.mkdtemp(prefix="labkit-corpus-"))
+    # Its own temporary folder and its own test tag: the grader tests running meanwhile look for
+    # labkit-grade-* folders in the temporary folder and for grading processes with this session's
+    # tag, and must not find this class's. The leak check still covers it (a tag it starts with).
+    tmp = folder / "tmp"
+    tmp.mkdir()
+    folder.chmod(0o755)  # the sandbox user reaches its submission's folder through it
+    tmp.chmod(0o1777)
+    env = {**os.environ, "TMPDIR": str(tmp), "LABKIT_TEST_TAG": os.environ.get("LABKIT_TEST_TAG", "") + "-corpus"}
     log = open(folder / "grader.log", "wb")  # noqa: SIM115 (the child writes it; closed in stop_background)
-    proc = subprocess.Popen([sys.executable, __file__, str(folder), *sorted(lessons)], stdout=log,
+    proc = subprocess.Popen([sys.executable, __file__, str(folder), *sorted(lessons)], stdout=log, env=env,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     _BACKGROUND.update(proc=proc, folder=folder, lessons=lessons, log=log)
 
