@@ -372,18 +372,35 @@ def test_a_missing_solution_is_the_graders_failure(tmp_path):
     assert read_gradebook(tmp_path / "graded" / "gradebook.csv")[0]["max_score"] == ""
 
 
+_GRADE_SCRIPT = ("import sys; from labkit.course.grade import grade, GradeLimits; grade(sys.argv[1:-2], "
+                 "sys.argv[-2], solutions_dir=sys.argv[-1], limits=GradeLimits(cell_timeout_s=60))")
+
+
+def _start_grader(paths: list[Path], out: Path, solutions: Path) -> subprocess.Popen:
+    """``grade()`` in a process of its own, to be interrupted or killed."""
+    return subprocess.Popen([sys.executable, "-c", _GRADE_SCRIPT, *map(str, paths), str(out), str(solutions)],
+                            stderr=subprocess.DEVNULL)
+
+
+def _kernels_running() -> bool:
+    return any("ipykernel_launcher" in " ".join(p.cmdline()) for p in grader_processes())
+
+
+def _assert_no_grader_process_within(timeout_s: float, why: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while grader_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not grader_processes(), why
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_stopping_the_grader_leaves_a_whole_gradebook_and_no_process(tmp_path, sig):
     paths = write_class(tmp_path, {"a-solution": CLASS["solution"], "b-loop": CLASS["loop"]})
-    script = ("import sys; from labkit.course.grade import grade, GradeLimits; "
-              "grade(sys.argv[1:3], sys.argv[3], solutions_dir=sys.argv[4], limits=GradeLimits(cell_timeout_s=60))")
     before = set(Path(tempfile.gettempdir()).glob("labkit-grade-*"))
-    grader = subprocess.Popen([sys.executable, "-c", script, *map(str, paths), str(tmp_path / "graded"), str(SOLUTIONS)],
-                              stderr=subprocess.DEVNULL)
+    grader = _start_grader(paths, tmp_path / "graded", SOLUTIONS)
     try:
         deadline = time.monotonic() + 60
-        while not (read_gradebook(tmp_path / "graded" / "gradebook.csv") and
-                   any("ipykernel_launcher" in " ".join(p.cmdline()) for p in grader_processes())):
+        while not (read_gradebook(tmp_path / "graded" / "gradebook.csv") and _kernels_running()):
             assert time.monotonic() < deadline and grader.poll() is None, "the grader never reached b-loop"
             time.sleep(0.05)
         time.sleep(0.5)
@@ -393,10 +410,7 @@ def test_stopping_the_grader_leaves_a_whole_gradebook_and_no_process(tmp_path, s
     finally:
         grader.kill()
         grader.wait()
-    deadline = time.monotonic() + 10
-    while grader_processes() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not grader_processes(), "every kernel must end with the grader"
+    _assert_no_grader_process_within(10, "every kernel must end with the grader")
     assert set(Path(tempfile.gettempdir()).glob("labkit-grade-*")) <= before, "and its folder be removed"
     assert [row["student"] for row in read_gradebook(tmp_path / "graded" / "gradebook.csv")] == ["a-solution"]
     rerun = grade(paths, tmp_path / "graded", solutions_dir=SOLUTIONS, limits=replace(LIMITS, cell_timeout_s=1.5))
@@ -420,24 +434,17 @@ def test_a_grader_killed_while_the_learner_is_frozen_leaves_no_process(tmp_path)
     check["source"] = "import time\ntime.sleep(30)  # a long check: the learner stays frozen meanwhile\n" + "".join(check["source"])
     (solutions / "10_basics.ipynb").write_text(json.dumps(nb))
     paths = write_class(tmp_path, {"a-solution": with_answers(RIGHT)})
-    script = ("import sys; from labkit.course.grade import grade, GradeLimits; "
-              "grade(sys.argv[1:2], sys.argv[2], solutions_dir=sys.argv[3], limits=GradeLimits(cell_timeout_s=60))")
-    grader = subprocess.Popen([sys.executable, "-c", script, str(paths[0]), str(tmp_path / "graded"), str(solutions)],
-                              stderr=subprocess.DEVNULL)
+    grader = _start_grader(paths, tmp_path / "graded", solutions)
     try:
         deadline = time.monotonic() + 60
-        while not any(p for p in grader_processes() if "ipykernel_launcher" in " ".join(p.cmdline())) \
-                or not _frozen_student_cgroups(grader.pid):
+        while not _kernels_running() or not _frozen_student_cgroups(grader.pid):
             assert time.monotonic() < deadline and grader.poll() is None, "the learner was never frozen"
             time.sleep(0.05)
         grader.kill()
     finally:
         grader.kill()
         grader.wait()
-    deadline = time.monotonic() + 15
-    while grader_processes() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not grader_processes(), "a kernel frozen when its grader died must end with it"
+    _assert_no_grader_process_within(15, "a kernel frozen when its grader died must end with it")
 
 
 def test_a_real_lesson_through_the_command_line_gets_full_partial_and_zero_marks(tmp_path, capsys):
