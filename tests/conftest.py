@@ -129,12 +129,33 @@ def log_text(run_dir: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
+#: Modules run before the corpus starts grading: their cell timeouts are seconds long and they
+#: count the grading processes of the run, so the corpus's kernels must not be running meanwhile.
+_BEFORE_THE_CORPUS = {"test_grade", "test_grade_hostile", "test_grade_scale"}
+_CORPUS_START: dict = {}  # "after": the node id after which the corpus starts; "items": what it grades
+
+
 def pytest_collection_finish(session) -> None:
-    # The wrong-answer corpus grades its class in a process of its own from now on (it mostly
-    # waits, as the rest of the suite does); its tests collect the grades when they run.
+    # The wrong-answer corpus grades its class in a process of its own (it mostly waits, as the
+    # rest of the suite does); its tests collect the grades when they run. It starts once the
+    # grader's own tests are done, or now if none of them runs.
     corpus = sys.modules.get("test_wrong_answers")
-    if corpus is not None and not session.config.option.collectonly:
+    if corpus is None or session.config.option.collectonly:
+        return
+    first = [item.nodeid for item in session.items
+             if getattr(getattr(item, "module", None), "__name__", None) in _BEFORE_THE_CORPUS]
+    if first:
+        _CORPUS_START.update(after=first[-1], items=list(session.items))
+    else:
         corpus.start_in_background(session.items)
+
+
+def pytest_runtest_logfinish(nodeid, location) -> None:
+    if _CORPUS_START and nodeid == _CORPUS_START["after"]:
+        corpus = sys.modules.get("test_wrong_answers")
+        if corpus is not None:
+            corpus.start_in_background(_CORPUS_START.pop("items"))
+        _CORPUS_START.clear()
 
 
 @pytest.hookimpl(tryfirst=True)
