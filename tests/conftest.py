@@ -129,21 +129,10 @@ def log_text(run_dir: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
-#: Modules run first, before the corpus starts grading: the grader's own tests time cells in
-#: seconds and count the run's grading processes; the limits' and the throttle's measure CPU shares
-#: (and skip, saying so, on a loaded machine). The corpus's kernels must not be running meanwhile.
-_BEFORE_THE_CORPUS = {"test_grade", "test_grade_hostile", "test_grade_scale", "test_limits", "test_throttle"}
+#: Modules run before the corpus starts grading: their cell timeouts are seconds long and they
+#: count the grading processes of the run, so the corpus's kernels must not be running meanwhile.
+_BEFORE_THE_CORPUS = {"test_grade", "test_grade_hostile", "test_grade_scale"}
 _CORPUS_START: dict = {}  # "after": the node id after which the corpus starts; "items": what it grades
-
-
-def _module_of(item) -> str | None:
-    return getattr(getattr(item, "module", None), "__name__", None)
-
-
-def pytest_collection_modifyitems(session, config, items) -> None:
-    if "test_wrong_answers" in sys.modules:  # only when the corpus runs too: else the order stays
-        items[:] = ([item for item in items if _module_of(item) in _BEFORE_THE_CORPUS]
-                    + [item for item in items if _module_of(item) not in _BEFORE_THE_CORPUS])
 
 
 def pytest_collection_finish(session) -> None:
@@ -153,7 +142,8 @@ def pytest_collection_finish(session) -> None:
     corpus = sys.modules.get("test_wrong_answers")
     if corpus is None or session.config.option.collectonly:
         return
-    first = [item.nodeid for item in session.items if _module_of(item) in _BEFORE_THE_CORPUS]
+    first = [item.nodeid for item in session.items
+             if getattr(getattr(item, "module", None), "__name__", None) in _BEFORE_THE_CORPUS]
     if first:
         _CORPUS_START.update(after=first[-1], items=list(session.items))
     else:
