@@ -333,7 +333,7 @@ def _record_until_kernel_ends(kernel: int, record: int, end: int) -> None:
             entry = {"signal": _signal_name(info.si_signo), "from_pid": info.si_pid, "from_uid": info.si_uid,
                      "t": time.time()}
             os.write(record, (json.dumps(entry) + "\n").encode())
-        for pid, status in _reaped():  # orphans of the namespace, and at last the kernel
+        for pid, status in _wait.reaped():  # orphans of the namespace, and at last the kernel
             if pid == kernel:
                 os.write(end, json.dumps(_end_of(status)).encode())
                 return
@@ -489,20 +489,8 @@ def kill_descendants(timeout_s: float = KILL_TIMEOUT_S) -> int:
 
 
 def _reap() -> None:
-    for _ in _reaped():
+    for _ in _wait.reaped():
         pass
-
-
-def _reaped():
-    """(pid, wait status) of each child that has ended, without waiting for more."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        yield pid, status
 
 
 def _write_status(path: str, status: int | None, left: int, kernel_end: dict | None = None) -> None:
