@@ -54,6 +54,11 @@ SCRIPTS = {
         [ $# -gt 0 ] && exec "$@"
         exit 0
         """,
+    # failafter FILE: exit 1 once FILE exists (at most 5 s), so that what it follows has been recorded
+    "failafter": """#!/bin/sh
+        i=0; while [ ! -e "$1" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
+        exit 1
+        """,
     "die": """#!/bin/sh
         kill -s "$1" $$
         sleep 10
@@ -134,7 +139,8 @@ CASES = _restart_table() + [
                                        "ExecStop={bin}/rec {out}/stop /bin/kill $MAINPID\n"
                                        "ExecStopPost={bin}/rec {out}/stoppost\n", stop_after_s=1.0),
     Case("hooks-start-post-fails", "ExecStart={bin}/rec {out}/main /bin/sleep 300\n"
-                                   "ExecStartPost={bin}/rec {out}/startpost /bin/false\nExecStop={bin}/rec {out}/stop\n"
+                                   "ExecStartPost={bin}/rec {out}/startpost {bin}/failafter {out}/main.1\n"
+                                   "ExecStop={bin}/rec {out}/stop\n"
                                    "ExecStopPost={bin}/rec {out}/stoppost\n"),
     Case("oneshot-in-order", "Type=oneshot\nExecStart={bin}/rec {out}/one\nExecStart={bin}/rec {out}/two\n"
                              "ExecStartPost={bin}/rec {out}/startpost\nExecStop={bin}/rec {out}/stop\n"
