@@ -4,7 +4,8 @@ Like the checks of a troubleshooting scenario site, these look at the real machi
 process table, /proc, the run's files), never at the learner's code. A failing check
 raises :class:`CheckFailed` (an ``AssertionError``, so nbgrader-style test cells fail with
 it) whose message says what was seen and what to try; a passing one returns a sentence
-saying what was confirmed.
+saying what was confirmed. A check that cannot run on this machine (no tmux, no cpu cgroup)
+raises :class:`~labkit.errors.NotCheckable`: it never passes in silence.
 
 >>> expect_exited(proc, code=0)          # doctest: +SKIP
 'pid 4242 exited with 0: success'
@@ -22,7 +23,7 @@ import psutil
 
 from labkit import _linux
 from labkit import checkpoint as ckpt
-from labkit.errors import LabkitError
+from labkit.errors import LabkitError, NotCheckable  # NotCheckable: re-exported for test cells
 from labkit.signals import explain_exit_code, parse_signal, shell_exit_code
 
 
@@ -225,7 +226,7 @@ def _state(pid: int) -> str:
 
 
 __all__ = [
-    "CheckFailed", "exit_code_of", "expect_alive", "expect_checkpoint_after", "expect_clean_stop",
+    "CheckFailed", "NotCheckable", "exit_code_of", "expect_alive", "expect_checkpoint_after", "expect_clean_stop",
     "expect_completed", "expect_disposition", "expect_exited", "expect_gone", "expect_state",
     "last_logged_step", "newest_checkpoint_step", "signal_disposition", "steps_lost", "wait_for_log",
 ]

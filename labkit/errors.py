@@ -78,6 +78,22 @@ class ToolMissing(LabkitError):
         self.tool = tool
 
 
+class NotCheckable(LabkitError):
+    """A check cannot run on this machine: what it needs (a tool, a cgroup controller) is missing.
+
+    Raised by a test cell instead of passing silently: a check that did not run must not award
+    its points. ``labkit grade`` scores the cell 0 and marks the submission
+    ``grader error: not checkable here (...)``, so that it is left blank in exports and graded
+    again by a rerun on a machine that has what the check needs; nbgrader scores it 0 as it
+    scores any error.
+    """
+
+    def __init__(self, missing: str, hint: str = "") -> None:
+        super().__init__(f"not checkable here: {missing}" + (f"; {hint}" if hint else ""))
+        self.missing = missing
+        self.hint = hint
+
+
 class PermissionDenied(LabkitError, PermissionError):
     """The operating system refused an operation (ptrace, cgroup write, kill)."""
 

@@ -306,10 +306,12 @@ def test_lesson_parents_here_gives_folders_whose_children_take_a_limit():
     assert set(folders) | set(why) == {"cpu", "memory"}
 
 
-def test_04_exercise_1_without_a_cpu_cgroup_says_so_in_one_line_and_skips(monkeypatch, tmp_path, capsys):
-    """Lesson 04's own cells where no cpu cgroup can be made: the set-up names why, each check of
-    exercise 1 prints one 'skipped:' line and raises nothing (no traceback for the learner)."""
+def test_04_exercise_1_without_a_cpu_cgroup_says_so_and_awards_nothing(monkeypatch, tmp_path, capsys):
+    """Lesson 04's own cells where no cpu cgroup can be made: the set-up names why, and each check
+    of exercise 1 raises NotCheckable with that reason (a check that cannot run never passes)."""
     import json
+
+    from labkit.errors import NotCheckable
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", os.environ["PATH"])  # setup() edits PATH
@@ -323,6 +325,8 @@ def test_04_exercise_1_without_a_cpu_cgroup_says_so_in_one_line_and_skips(monkey
         exec(cells[grade_id], scope)
     assert f"cpu    none: {reason}" in capsys.readouterr().out
     for grade_id in ("ex1_capped", "ex1_workers", "ex1_keeps_training"):
-        exec(cells[grade_id], scope)
-        assert capsys.readouterr().out == f"skipped: this machine lets no one here make a cpu cgroup: {reason}\n"
+        with pytest.raises(NotCheckable) as raised:
+            exec(cells[grade_id], scope)
+        assert str(raised.value) == f"not checkable here: this machine lets no one here make a cpu cgroup: {reason}"
+        assert capsys.readouterr().out == ""
     assert scope["STARTED"] == []  # nothing was started for a check that cannot run

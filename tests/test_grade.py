@@ -363,6 +363,37 @@ def test_a_kernel_that_cannot_start_is_the_graders_failure_and_is_retried(tmp_pa
     assert (second.resumed, second.score, second.status) == (False, 10, "ok")
 
 
+STANDIN_CHECK = """import os
+from labkit.checks import NotCheckable
+if os.environ.get("LABKIT_TEST_STANDIN_TOOL") != "installed":
+    raise NotCheckable("the stand-in tool is not installed here", "install it and grade again")
+"""
+
+
+def test_a_check_that_cannot_run_here_awards_nothing_and_is_graded_again_where_it_can(tmp_path, monkeypatch):
+    """A test cell raising NotCheckable (the grading machine lacks a tool): 0 points, a grader error
+    that names the test and why, and a rerun on a machine that has the tool grades it in full."""
+    solutions = tmp_path / "solutions"
+    solutions.mkdir()
+    nb = json.loads(SOLUTION.read_text())
+    norm = next(cell for cell in nb["cells"] if cell["metadata"].get("nbgrader", {}).get("grade_id") == "norm_tests")
+    norm["source"] = STANDIN_CHECK + "".join(norm["source"])
+    (solutions / SOLUTION.name).write_text(json.dumps(nb))
+    path = write_class(tmp_path, {"solution": CLASS["solution"]})[0]
+    monkeypatch.delenv("LABKIT_TEST_STANDIN_TOOL", raising=False)
+    first = grade([path], tmp_path / "graded", solutions_dir=solutions, limits=LIMITS)[0]
+    assert (first.score, first.grader_error) == (5, True)
+    assert first.status == ("grader error: not checkable here: norm_tests "
+                            "(the stand-in tool is not installed here; install it and grade again)")
+    norm_result = next(test for test in first.tests if test.grade_id == "norm_tests")
+    assert (norm_result.points, norm_result.passed) == (0, False)
+    assert norm_result.message == "not checkable here: the stand-in tool is not installed here; install it and grade again"
+    assert "not checkable here" in (tmp_path / "graded" / "feedback" / "solution" / "10_basics.html").read_text()
+    monkeypatch.setenv("LABKIT_TEST_STANDIN_TOOL", "installed")
+    second = grade([path], tmp_path / "graded", solutions_dir=solutions, limits=LIMITS)[0]
+    assert (second.resumed, second.score, second.status) == (False, 10, "ok")
+
+
 def test_a_missing_solution_is_the_graders_failure(tmp_path):
     path = tmp_path / "submitted" / "ann" / "99_nothing.ipynb"
     path.parent.mkdir(parents=True)

@@ -122,3 +122,25 @@ def test_asking_for_ssh_without_sshd_says_what_to_install(monkeypatch):
         sessions.simulate_disconnect(["plain"], via="ssh")
     with pytest.raises(BadArgument, match="via must be"):
         sessions.simulate_disconnect(["plain"], via="carrier-pigeon")
+
+
+@pytest.mark.parametrize("tool", ["tmux", "screen"])
+def test_02_exercise_2_without_the_tool_awards_nothing_and_says_why(tool):
+    """Lesson 02's own check cells where tmux or screen is missing: NotCheckable, never a silent pass."""
+    import json
+    from pathlib import Path
+
+    from labkit import checks
+    from labkit.errors import NotCheckable
+
+    notebook = Path(__file__).resolve().parent.parent / "solutions" / "02_sessions.ipynb"
+    cells = {cell["metadata"].get("nbgrader", {}).get("grade_id"): "".join(cell["source"])
+             for cell in json.loads(notebook.read_text())["cells"]}
+
+    def never(*args, **kwargs):
+        raise AssertionError("a check that cannot run started something")
+
+    scope = {"METHODS": ["nohup"], "LAUNCH_SCRIPT": "#!/bin/sh\n", "checks": checks,
+             "ex2_observe": never, "expect_session": never}
+    with pytest.raises(NotCheckable, match=f"not checkable here: {tool} is not installed here; install it"):
+        exec(cells[f"ex2_{tool}"], scope)

@@ -44,7 +44,10 @@ from labkit.course.build import find_repo_root
 from labkit.course.capacity import default_plan
 from labkit.course.shard import find_submissions, parse_shard, select
 from labkit.course.shard import write_record as write_shard_record
-from labkit.errors import BadArgument, LabkitError
+from labkit.errors import BadArgument, LabkitError, NotCheckable
+
+NOT_CHECKABLE = NotCheckable.__name__  #: the ename of a test cell that could not run here
+NOT_CHECKABLE_TEXT = "not checkable here"  #: how its message starts (``NotCheckable``'s own words)
 
 __all__ = ["GradeLimits", "GradeResult", "Submission", "TestResult", "add_arguments", "grade",
            "grade_notebook", "main", "read_gradebook", "submissions_from"]
@@ -235,8 +238,8 @@ async def _grade_one(sub: Submission, lesson: Lesson | str, limits: GradeLimits,
         names = {cell.index: defined_names(cell.source, imports=False) for cell in lesson.answers.values()}
         outcome = await run_notebook(nb, limits, isolation, names)
         tests = _score(lesson, outcome, limits)
-        result = replace(base, score=sum(test.points for test in tests), status=outcome.status, tests=tests,
-                         protections=isolation.describe(outcome.missing))
+        result = replace(base, score=sum(test.points for test in tests), status=_status(outcome.status, tests),
+                         tests=tests, protections=isolation.describe(outcome.missing))
     result = replace(result, seconds=time.monotonic() - started)
     return result, feedback_notebook(result, lesson, answers, extra_cells(lesson, data))
 
@@ -256,11 +259,30 @@ def _score(lesson: Lesson, outcome, limits: GradeLimits) -> tuple[TestResult, ..
             cut = "notebook over" in outcome.status and test.index == max(outcome.cells)
             message = "timed out: the notebook ran out of time" if cut else \
                 f"timed out after {limits.cell_timeout_s:g} s (interrupted)"
+        elif cell.ename == NOT_CHECKABLE:
+            said = cell.evalue or ""
+            message = clean_message(said if said.startswith(NOT_CHECKABLE_TEXT) else f"{NOT_CHECKABLE_TEXT}: {said}")
         else:
             message = clean_message(f"{cell.ename}: {cell.evalue}" if cell.evalue else cell.ename)
         passed = cell is not None and cell.state == "ok"
         tests.append(TestResult(grade_id, test.index, max_points if passed else 0.0, max_points, passed, message))
     return tuple(tests)
+
+
+def _status(status: str, tests: tuple[TestResult, ...]) -> str:
+    """The submission's status; a grader error where a test could not be checked on this machine.
+
+    A test cell that raised :class:`~labkit.errors.NotCheckable` scored 0 because the grading
+    machine, not the learner, lacks something: the row must not look graded (exports leave it
+    blank, a rerun grades it again, ``labkit grade`` exits 1).
+    """
+    unchecked = [test for test in tests if test.message.startswith(NOT_CHECKABLE_TEXT)]
+    if not unchecked:
+        return status
+    first = unchecked[0].message[len(NOT_CHECKABLE_TEXT):].lstrip(": ")
+    more = f" and {len(unchecked) - 1} more" if len(unchecked) > 1 else ""
+    return f"{GRADER_ERROR}: not checkable here: {unchecked[0].grade_id}{more} ({first})" + \
+        ("" if status == "ok" else f"; {status}")
 
 
 def _not_run(lesson: Lesson, why: str) -> tuple[TestResult, ...]:
