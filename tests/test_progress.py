@@ -80,3 +80,15 @@ def test_requirement_cells_group_into_one_exercise_that_passes_only_when_all_do(
     result = progress._run_checks("99_demo", exercises[0])
     assert not result.passed and result.points == 3
     assert "seen first" in result.seen and result.error == "ex1_second: AssertionError: the second is missing"
+
+
+def test_a_check_that_cannot_run_here_fails_and_says_it_is_the_machine(tmp_path):
+    source = "from labkit.checks import NotCheckable\nraise NotCheckable('tmux is not installed here')"
+    cell = {"cell_type": "code", "source": source,
+            "metadata": {"nbgrader": {"grade": True, "grade_id": "ex1_tmux", "points": 1}}}
+    notebook = tmp_path / "99_demo.ipynb"
+    notebook.write_text(json.dumps({"cells": [cell]}))
+    result = progress._run_checks("99_demo", progress.exercises_of(notebook)[0])
+    assert not result.passed
+    assert result.error == "ex1_tmux: NotCheckable: not checkable here: tmux is not installed here"
+    assert "labkit doctor" in result.hint and "not a mistake of yours" in result.hint

@@ -23,6 +23,8 @@ _HINTS = {
     "NameError": "run the cells above first (the setup cell, then your answer cell)",
     "CheckFailed": "the process did not do what the exercise asks; the message says what was seen",
     "AssertionError": "the check's message says what was expected and what was seen",
+    "NotCheckable": "this machine lacks what the check needs (`labkit doctor` says what exists): "
+                    "not a mistake of yours, but no points until it runs where it can",
 }
 
 
