@@ -41,7 +41,9 @@ def test_a_busy_loop_is_cpu_bound(spawn, command):
     proc = spawn.popen(command)
     time.sleep(0.3)
     result = check(proc.pid, "cpu-bound", "of a core")
-    assert result.cpu_percent > 50 and result.state.startswith("R")
+    # a busy loop's share depends on the machine's load (32-35% seen in CI, beside the corpus
+    # grading on 2 cores); a sleeping process reads ~0, so 20 still tells the two apart
+    assert result.cpu_percent > 20 and result.state.startswith("R")
 
 
 def test_a_read_from_a_pipe_nobody_writes_is_blocked_io_naming_the_other_end(spawn):

@@ -139,8 +139,11 @@ batches = iter(loader)  # the workers start here, with Python's default SIGINT h
 stop = []
 signal.signal(signal.SIGINT, lambda signum, frame: stop.append(signum))  # the main process's own
 print("workers", *[w.pid for w in batches._workers], flush=True)
+step = 0
 while True:
-    for micro in range(16):  # finish the step: 16 micro-batches
+    step += 1
+    print("step", step, flush=True)
+    for micro in range(64):  # finish the step: 64 micro-batches, far more than the 4 prefetched
         next(batches)
         time.sleep(0.005)
     if stop:
@@ -156,7 +159,13 @@ def test_default_dataloader_workers_die_of_a_group_sigint_before_the_save(tmp_pa
     assert proc.stdout is not None
     pids = [int(p) for p in proc.stdout.readline().split()[1:]]
     assert len(pids) == 2
-    time.sleep(0.5)
+    # early in step 2: a SIGINT late in a step would let the prefetched batches (2 per worker)
+    # finish it without the workers, and the save would happen (seen once in CI under load)
+    for line in proc.stdout:
+        if line.strip() == "step 2":
+            break
+    else:
+        pytest.fail("the script ended before its second step")
     os.killpg(proc.pid, signal.SIGINT)
     wait_for(lambda: all(gone(p) for p in pids), 5, "the default workers to die of SIGINT")
     out, err = proc.communicate(timeout=30)
