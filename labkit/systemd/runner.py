@@ -333,6 +333,9 @@ class Supervisor:
     def _stop_post(self) -> None:
         """ExecStopPost=, then (KillMode=none) wait TimeoutStopSec= for the main process."""
         deadline = time.monotonic() + self.spec.timeout_stop_s
+        # systemd reaps on SIGCHLD at once; a process the kill steps ended but this poll loop has
+        # not reaped yet would still answer `kill -0` in ExecStopPost (seen in CI under load)
+        self._reap()
         self._run_commands("ExecStopPost", self.spec.timeout_stop_s)
         if self._main_alive():
             _wait.wait_for(lambda: not self._main_alive(), deadline - time.monotonic(), max_interval_s=_POLL_S)
