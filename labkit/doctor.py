@@ -29,8 +29,8 @@ _PROC = PROC  # "/proc"; tests point this at an empty folder to play a machine w
 
 # tool -> (arguments that print its version cheaply, hint when it is missing)
 _TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
-    "tmux": (("-V",), "apt install tmux; lesson 02 uses setsid and nohup instead"),
-    "screen": (("-v",), "apt install screen; lesson 02 uses tmux or setsid instead"),
+    "tmux": (("-V",), "apt install tmux; lesson 02 uses setsid and nohup instead, and exercise 2's tmux check cannot run (no points)"),
+    "screen": (("-v",), "apt install screen; lesson 02 uses tmux or setsid instead, and exercise 2's screen check cannot run (no points)"),
     "strace": (("-V",), "apt install strace; lesson 05 reads /proc/PID/syscall and wchan instead"),
     "lsof": (("-v",), "apt install lsof; lesson 05 lists /proc/PID/fd instead"),
     "gdb": (("--version",), "apt install gdb; lesson 05 uses py-spy or SIGUSR1 stack dumps instead"),
@@ -52,7 +52,8 @@ CAPABILITY_NAMES: tuple[str, ...] = (
 _NO_SYSTEMD_HINT = "lesson 03 runs units under labkit's own supervisor, which follows systemd's documented semantics"
 _CGROUP_HINTS = {
     "memory": "lesson 04 limits memory with RLIMIT_AS (prlimit) instead: MemoryError in the trainer, no OOM kill",
-    "cpu": "lesson 04 throttles CPU with cpulimit-style SIGSTOP/SIGCONT instead of a CPU quota",
+    "cpu": "lesson 04 throttles CPU with cpulimit-style SIGSTOP/SIGCONT instead of a CPU quota; its exercise 1 (a "
+           "cpu cgroup) cannot be checked here (no points)",
 }
 # finds "3.3a" in "tmux 3.3a", "13.1" in "GNU gdb (Debian 13.1-3) 13.1", "252" in "systemd 252 (252.38-1)"
 _VERSION_RE = re.compile(r"(?<![A-Za-z0-9.])\d+(?:\.\d+)*[a-z]?(?![\w.])")  # "OpenSSH_9.2" -> 9.2

@@ -388,10 +388,24 @@ def test_a_check_that_cannot_run_here_awards_nothing_and_is_graded_again_where_i
     norm_result = next(test for test in first.tests if test.grade_id == "norm_tests")
     assert (norm_result.points, norm_result.passed) == (0, False)
     assert norm_result.message == "not checkable here: the stand-in tool is not installed here; install it and grade again"
-    assert "not checkable here" in (tmp_path / "graded" / "feedback" / "solution" / "10_basics.html").read_text()
+    page = (tmp_path / "graded" / "feedback" / "solution" / "10_basics.html").read_text()
+    assert "not checked yet: 0 / 5 points: not checkable here: the stand-in tool" in page
+    assert "This score is provisional" in page and "failed: 0 / 5" not in page
     monkeypatch.setenv("LABKIT_TEST_STANDIN_TOOL", "installed")
     second = grade([path], tmp_path / "graded", solutions_dir=solutions, limits=LIMITS)[0]
     assert (second.resumed, second.score, second.status) == (False, 10, "ok")
+    # --not-checkable zero: the instructor accepts the gap; the 0 stands and the status says why
+    monkeypatch.delenv("LABKIT_TEST_STANDIN_TOOL")
+    third = grade([path], tmp_path / "graded", solutions_dir=solutions, limits=LIMITS, regrade=True,
+                  not_checkable="zero")[0]
+    assert (third.score, third.grader_error) == (5, False)
+    assert third.status == ("not checkable here: norm_tests (the stand-in tool is not installed here; "
+                            "install it and grade again), scored 0")
+    page = (tmp_path / "graded" / "feedback" / "solution" / "10_basics.html").read_text()
+    assert "not checked: 0 / 5 points" in page and "by your instructor's choice" in page
+    assert read_gradebook(tmp_path / "graded" / "gradebook.csv")[0]["score"] == "5"
+    with pytest.raises(BadArgument, match="--not-checkable must be one of retry, zero"):
+        grade([path], tmp_path / "graded", solutions_dir=solutions, not_checkable="skip")
 
 
 def test_a_missing_solution_is_the_graders_failure(tmp_path):

@@ -223,6 +223,22 @@ def test_a_grader_error_gives_way_to_a_grade_and_an_identical_row_is_no_conflict
     assert [(r["student"], r["score"]) for r in read_gradebook(tmp_path / "m" / CSV_NAME)] == [("alice", "9"), ("bob", "5")]
 
 
+def test_grader_errors_everywhere_merge_without_conflict_and_never_give_way_to_an_older_grade(tmp_path):
+    unchecked = "grader error: not checkable here: ex1_tmux (tmux is not installed here)"
+    one = _folder(tmp_path / "one", [_row("alice", "3", unchecked), _row("bob", "0", "grader error: the kernel did not start")])
+    two = _folder(tmp_path / "two", [_row("alice", "5", unchecked + "; timeout in cell 9"), _row("bob", "5")])
+    result = merge_shards.merge([one, two], tmp_path / "m")
+    assert result.written and not result.conflicts  # alice: both failed on the grader's side
+    assert [(r["student"], r["status"]) for r in read_gradebook(tmp_path / "m" / CSV_NAME)] == \
+        [("alice", unchecked), ("bob", "ok")]
+    old = tmp_path / "old"  # bob's older submission, graded; his newer one failed on the grader's side
+    write_gradebook(old, [_row("bob", "5")], {"bob/10_basics": "digest-old"})
+    new = tmp_path / "new"
+    write_gradebook(new, [_row("bob", "0", "grader error: the kernel did not start")], {"bob/10_basics": "digest-new"})
+    result = merge_shards.merge([old, new], tmp_path / "m2")
+    assert not result.written and result.conflicts and "another submission or solution" in result.conflicts[0]
+
+
 def test_missing_shards_students_and_unfinished_shards_are_reported(tmp_path, capsys):
     one = _folder(tmp_path / "one", [_row("alice", "10")], 1, n=3)
     shard.write_record(one, shard.Shard(1, 3), [shard.Submission(Path("x"), s, "10_basics") for s in ("alice", "dan")])
@@ -375,3 +391,15 @@ def test_exported_names_cannot_run_as_spreadsheet_formulas(tmp_path, capsys):
     moodle = list(csv.reader(io.StringIO((folder / "export" / "moodle.csv").read_text())))
     assert moodle[1:] == [["'=HYPERLINK(\"http://x\",\"a\")", "'@Stone", "", "'-b@x.edu", "5"],
                           ["'=cmd", "", "", "", "10"]], moodle  # the scores stay plain numbers
+
+
+@pytest.mark.parametrize("status, kind", [
+    ("ok", None),
+    ("grader error: the kernel did not start", "grader"),
+    ("grader error: not checkable here: ex2_tmux (tmux is not installed here; install it)", "grader"),
+    ("grader error: not checkable here: ex2_tmux (tmux is not installed here; install it)"
+     "; the submission: the checks' process (judge) was killed", "hostile or stuck"),
+    ("invalid notebook: not JSON", "broken"),
+])
+def test_the_report_classes_a_row_by_what_the_submission_did_before_what_the_machine_lacked(status, kind):
+    assert report.problem_kind(status) == kind

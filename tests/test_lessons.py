@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -35,3 +36,34 @@ def test_every_check_fails_on_an_unanswered_exercise(path, tmp_path):
         assert errors[0] in ("NotImplementedError", "AssertionError", "CheckFailed"), (grade_id, errors)
     cleanup = [cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("grade_id") == "cleanup"]
     assert cleanup and not [out for out in cleanup[0].outputs if out.output_type == "error"]
+
+
+def _cells(notebook: str) -> dict[str, str]:
+    path = ROOT / "solutions" / notebook
+    return {cell["metadata"].get("nbgrader", {}).get("grade_id"): "".join(cell["source"])
+            for cell in json.loads(path.read_text())["cells"]}
+
+
+@pytest.mark.parametrize("honest", [True, False], ids=["says-unavailable", "claims-syscalls"])
+def test_05_ex2_syscalls_where_strace_cannot_attach_checks_the_honest_line_then_awards_nothing(honest):
+    """Lesson 05's own check cell on a machine where ptrace is refused: a script that says
+    'unavailable' meets the requirement it can be judged on, and the rest is NotCheckable (no
+    points); a script that claims system calls anyway fails as a wrong answer."""
+    import contextlib
+    import re
+    import shutil
+
+    from labkit import checks
+    from labkit.errors import NotCheckable
+
+    line = "unavailable (ptrace refused)" if honest else "getppid futex"
+    scope = {"checks": checks, "re": re, "shutil": shutil, "DIAGNOSE_SCRIPT": "#!/bin/bash\n",
+             "program": lambda *args: contextlib.nullcontext((4242, "")),
+             "can_trace": lambda pid: (False, "ptrace_scope=3"),
+             "diagnose": lambda pid, seconds=1: (0, "", {"state": "S", "syscalls": line}),
+             "diagnose_without": lambda tools, pid: (0, "", {"state": "S", "syscalls": "unavailable (no strace)"})}
+    expected = NotCheckable if honest else AssertionError
+    with pytest.raises(expected) as raised:
+        exec(_cells("05_diagnostics.ipynb")["ex2_syscalls"], scope)
+    if honest:
+        assert str(raised.value).startswith("not checkable here: strace cannot attach here (ptrace_scope=3)")

@@ -25,6 +25,10 @@ from typing import Any
 
 FIELDS = ("student", "notebook", "score", "max_score", "status", "protections")
 GRADER_ERROR = "grader error"  #: statuses starting so are the grader's failures: retried on rerun
+#: in "grader error: not checkable here: ...; the submission: timeout in cell 9", what the
+#: submission itself did (it ran, but some checks could not run on this machine)
+SUBMISSION_STATUS = "; the submission: "
+NOT_CHECKABLE_TEXT = "not checkable here"  #: how the message of a test that could not run here starts
 CSV_NAME = "gradebook.csv"
 STATE_NAME = ".gradebook-state.json"
 DETAILS_DIR = "details"
@@ -42,6 +46,11 @@ class TestResult:
     max_points: float
     passed: bool
     message: str  #: "passed", the error it raised, or why it did not run
+
+    @property
+    def checked(self) -> bool:
+        """False where the check could not run on the grading machine (``NotCheckable``)."""
+        return not self.message.startswith(NOT_CHECKABLE_TEXT)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,11 @@ def feedback_notebook(result: GradeResult, lesson: Lesson | None = None,
         elif grade_id in by_test and shown.cell_type == "code":
             test = by_test[grade_id]
             points = f"{test.points:g} / {test.max_points:g} points"
-            shown.outputs = [_banner(test.passed, points if test.passed else f"{points}: {test.message}")]
+            if not test.checked:  # the grading machine's gap, not a failure: grey, and it says so
+                when = " yet" if result.grader_error else ""
+                shown.outputs = [_banner(None, f"not checked{when}: {points}: {test.message}")]
+            else:
+                shown.outputs = [_banner(test.passed, points if test.passed else f"{points}: {test.message}")]
         shown.pop("attachments", None)
         nb.cells.append(shown)
     nb.metadata = {"kernelspec": dict(lesson.exercise.metadata.get("kernelspec", {})),
@@ -93,8 +97,16 @@ def _summary(result: GradeResult, extra_cells: int) -> str:
     if result.tests:
         lines += ["| test | points | result |", "|---|---|---|"]
         lines += [f"| {_md(test.grade_id)} | {test.points:g} / {test.max_points:g} | "
-                  f"{'passed' if test.passed else 'failed'} |" for test in result.tests]
+                  f"{'passed' if test.passed else 'failed' if test.checked else 'not checked'} |"
+                  for test in result.tests]
         lines.append("")
+    if any(not test.checked for test in result.tests) and result.grader_error:
+        lines += ["**This score is provisional:** some checks could not run on the grading machine "
+                  "(it lacks what they need), so they score nothing for now. Your instructor grades "
+                  "this notebook again where they can run.", ""]
+    elif any(not test.checked for test in result.tests):
+        lines += ["Some checks could not run on the grading machine (it lacks what they need) and "
+                  "score 0, by your instructor's choice: what they check was not judged either way.", ""]
     if extra_cells:
         lines.append(f"{extra_cells} code cell(s) you added were not run: the grader runs your answer "
                      "cells inside the course's own notebook, so everything an answer needs must be "

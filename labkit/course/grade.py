@@ -33,8 +33,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from labkit.course._gradebook import (CSV_NAME, GRADER_ERROR, Gradebook, GradeResult, TestResult, _number, digest,
-                                      read_gradebook, write_details)
+from labkit.course._gradebook import (CSV_NAME, GRADER_ERROR, NOT_CHECKABLE_TEXT, SUBMISSION_STATUS, Gradebook, GradeResult, TestResult,
+                                      _number, digest, read_gradebook, write_details)
 from labkit.course._merge import (InvalidSubmission, Lesson, Submission, extra_cells, find_answers,
                                   load_lesson, notebook_to_run, read_submission, submissions_from)
 from labkit.course._isolation import DEFAULT_USER, Isolation, plan
@@ -47,7 +47,6 @@ from labkit.course.shard import write_record as write_shard_record
 from labkit.errors import BadArgument, LabkitError, NotCheckable
 
 NOT_CHECKABLE = NotCheckable.__name__  #: the ename of a test cell that could not run here
-NOT_CHECKABLE_TEXT = "not checkable here"  #: how its message starts (``NotCheckable``'s own words)
 
 __all__ = ["GradeLimits", "GradeResult", "Submission", "TestResult", "add_arguments", "grade",
            "grade_notebook", "main", "read_gradebook", "submissions_from"]
@@ -60,7 +59,7 @@ def grade(submissions: Iterable[str | os.PathLike[str] | Submission], out_dir: s
           students: Mapping[str | os.PathLike[str], str] | None = None, jobs: int = 1,
           limits: GradeLimits | None = None, regrade: bool = False, progress: bool = False,
           on_result: Callable[[GradeResult], Any] | None = None,
-          sandbox_user: str | None = DEFAULT_USER) -> list[GradeResult]:
+          sandbox_user: str | None = DEFAULT_USER, not_checkable: str = "retry") -> list[GradeResult]:
     """Grade every submission; write the gradebook and the feedback pages under ``out_dir``.
 
     Args:
@@ -77,15 +76,19 @@ def grade(submissions: Iterable[str | os.PathLike[str] | Submission], out_dir: s
         on_result: called with each result as it is recorded (skipped ones included).
         sandbox_user: the unprivileged user student code runs as, created when missing (root
             only; see ``_isolation.py``); None: the grader's own user, no namespaces.
+        not_checkable: a test that could not run on this machine (``NotCheckable``: no tmux,
+            no cpu cgroup): "retry" makes the row a grader error, graded again by a rerun;
+            "zero" lets its 0 stand (the status names the tests).
 
     Returns:
         One result per submission, in the order given.
 
     Raises:
-        BadArgument: see :func:`submissions_from`; ``jobs`` < 1.
+        BadArgument: see :func:`submissions_from`; ``jobs`` < 1; ``not_checkable`` unknown.
     """
     if jobs < 1:
         raise BadArgument(f"--jobs must be at least 1, got {jobs}")
+    _check_policy(not_checkable)
     items = list(submissions)
     named = iter(submissions_from([item for item in items if not isinstance(item, Submission)], students))
     todo = [item if isinstance(item, Submission) else next(named) for item in items]
@@ -94,8 +97,16 @@ def grade(submissions: Iterable[str | os.PathLike[str] | Submission], out_dir: s
     solutions = _check_paths(out_dir, solutions_dir)
     isolation = _isolation_for(sandbox_user, solutions, Path(out_dir), [sub.path for sub in todo])
     coroutine = _grade_all(todo, Path(out_dir), solutions, limits or GradeLimits(), jobs, regrade,
-                           progress, on_result, isolation)
+                           progress, on_result, isolation, not_checkable)
     return _run_coroutine(coroutine)
+
+
+NOT_CHECKABLE_POLICIES = ("retry", "zero")  #: ``--not-checkable``
+
+
+def _check_policy(not_checkable: str) -> None:
+    if not_checkable not in NOT_CHECKABLE_POLICIES:
+        raise BadArgument(f"--not-checkable must be one of {', '.join(NOT_CHECKABLE_POLICIES)}, got {not_checkable!r}")
 
 
 def _check_paths(out_dir: str | os.PathLike[str], solutions_dir: str | os.PathLike[str] | None) -> Path:
@@ -140,22 +151,24 @@ def _isolation_for(user: str | None, solutions: Path, out: Path | None, submissi
 
 def grade_notebook(submission: str | os.PathLike[str], solution: str | os.PathLike[str], *,
                    student: str = "", limits: GradeLimits | None = None,
-                   sandbox_user: str | None = DEFAULT_USER) -> GradeResult:
+                   sandbox_user: str | None = DEFAULT_USER, not_checkable: str = "retry") -> GradeResult:
     """Grade one notebook against one solution and return the result; writes no files.
 
     Raises:
-        BadArgument: the solution notebook is unreadable or its nbgrader metadata is wrong.
+        BadArgument: the solution notebook is unreadable or its nbgrader metadata is wrong;
+            ``not_checkable`` unknown (see :func:`grade`).
     """
+    _check_policy(not_checkable)
     lesson = load_lesson(solution)
     sub = Submission(Path(submission), student, Path(submission).stem)
     isolation = _isolation_for(sandbox_user, Path(solution).parent, None, [Path(submission)])
-    result, _ = _run_coroutine(_grade_one(sub, lesson, limits or GradeLimits(), isolation))
+    result, _ = _run_coroutine(_grade_one(sub, lesson, limits or GradeLimits(), isolation, not_checkable))
     return result
 
 
 async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits: GradeLimits, jobs: int,
                      regrade: bool, progress: bool, on_result: Callable[[GradeResult], Any] | None,
-                     isolation: Isolation) -> list[GradeResult]:
+                     isolation: Isolation, not_checkable: str) -> list[GradeResult]:
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
@@ -183,7 +196,7 @@ async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits:
     async def one(number: int, sub: Submission, lesson: Lesson | str, submission_digest: str) -> None:
         async with slots:
             try:
-                result, feedback = await _grade_one(sub, lesson, limits, isolation)
+                result, feedback = await _grade_one(sub, lesson, limits, isolation, not_checkable)
             except Exception as err:  # noqa: BLE001 - a bug must not stop the class's grading
                 print(f"labkit grade: internal error grading {sub.path}:", file=sys.stderr)
                 traceback.print_exc()
@@ -217,7 +230,7 @@ async def _grade_all(todo: list[Submission], out: Path, solutions: Path, limits:
 
 
 async def _grade_one(sub: Submission, lesson: Lesson | str, limits: GradeLimits,
-                     isolation: Isolation) -> tuple[GradeResult, Any]:
+                     isolation: Isolation, not_checkable: str = "retry") -> tuple[GradeResult, Any]:
     from labkit.course.feedback import feedback_notebook
 
     started = time.monotonic()
@@ -238,7 +251,7 @@ async def _grade_one(sub: Submission, lesson: Lesson | str, limits: GradeLimits,
         names = {cell.index: defined_names(cell.source, imports=False) for cell in lesson.answers.values()}
         outcome = await run_notebook(nb, limits, isolation, names)
         tests = _score(lesson, outcome, limits)
-        result = replace(base, score=sum(test.points for test in tests), status=_status(outcome.status, tests),
+        result = replace(base, score=sum(test.points for test in tests), status=_status(outcome.status, tests, not_checkable),
                          tests=tests, protections=isolation.describe(outcome.missing))
     result = replace(result, seconds=time.monotonic() - started)
     return result, feedback_notebook(result, lesson, answers, extra_cells(lesson, data))
@@ -269,20 +282,23 @@ def _score(lesson: Lesson, outcome, limits: GradeLimits) -> tuple[TestResult, ..
     return tuple(tests)
 
 
-def _status(status: str, tests: tuple[TestResult, ...]) -> str:
-    """The submission's status; a grader error where a test could not be checked on this machine.
+def _status(status: str, tests: tuple[TestResult, ...], not_checkable: str = "retry") -> str:
+    """The submission's status, saying which tests could not be checked on this machine.
 
     A test cell that raised :class:`~labkit.errors.NotCheckable` scored 0 because the grading
-    machine, not the learner, lacks something: the row must not look graded (exports leave it
-    blank, a rerun grades it again, ``labkit grade`` exits 1).
+    machine, not the learner, lacks something. With ``not_checkable`` "retry" (the default) the
+    row must not look graded: a grader error (exports leave it blank, a rerun grades it again,
+    ``labkit grade`` exits 1). With "zero" the instructor accepts the gap: the 0 stands, and the
+    status still names the tests.
     """
-    unchecked = [test for test in tests if test.message.startswith(NOT_CHECKABLE_TEXT)]
+    unchecked = [test for test in tests if not test.checked]
     if not unchecked:
         return status
     first = unchecked[0].message[len(NOT_CHECKABLE_TEXT):].lstrip(": ")
     more = f" and {len(unchecked) - 1} more" if len(unchecked) > 1 else ""
-    return f"{GRADER_ERROR}: not checkable here: {unchecked[0].grade_id}{more} ({first})" + \
-        ("" if status == "ok" else f"; {status}")
+    what = f"{NOT_CHECKABLE_TEXT}: {unchecked[0].grade_id}{more} ({first})"
+    head = f"{GRADER_ERROR}: {what}" if not_checkable == "retry" else f"{what}, scored 0"
+    return head + ("" if status == "ok" else f"{SUBMISSION_STATUS}{status}")
 
 
 def _not_run(lesson: Lesson, why: str) -> tuple[TestResult, ...]:
@@ -406,6 +422,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-max", type=_size, default=GradeLimits.memory_max_bytes, metavar="SIZE",
                         help="memory of one submission, all its processes (default 2G; cgroup when writable)")
     parser.add_argument("--regrade", action="store_true", help="grade again what the gradebook already holds")
+    parser.add_argument("--not-checkable", choices=NOT_CHECKABLE_POLICIES, default="retry",
+                        help="a check this machine cannot run (no tmux, no cpu cgroup): 'retry' (default) makes "
+                             "the row a grader error, graded again by a rerun where it can run; 'zero' lets it "
+                             "score 0 (the status names the tests)")
     parser.add_argument("--sandbox-user", default=DEFAULT_USER, metavar="NAME",
                         help=f"unprivileged user student code runs as, created when missing (default {DEFAULT_USER}; "
                              "'none': the grader's own user); needs root, else each row says what was missing")
@@ -449,7 +469,8 @@ def main(args: argparse.Namespace) -> int:
               f"{len({sub.student for sub in named})} students", file=sys.stderr)
     results = grade(todo, args.out, solutions_dir=args.solutions, jobs=jobs, limits=limits,
                     regrade=args.regrade, progress=show, on_result=report,
-                    sandbox_user=None if args.sandbox_user.lower() in ("", "none") else args.sandbox_user)
+                    sandbox_user=None if args.sandbox_user.lower() in ("", "none") else args.sandbox_user,
+                    not_checkable=args.not_checkable)
     failed = [result for result in results if result.grader_error]
     graded = sum(1 for result in results if not result.resumed)
     print(f"{graded} graded, {len(results) - graded} already graded, {len(failed)} failed on the grader's "

@@ -124,10 +124,15 @@ def _choose(dirs: list[Path], result: MergeResult) -> dict[tuple[str, str], Cand
             found.setdefault(key, []).append(Candidate(folder, row, digests.get(f"{key[0]}/{key[1]}", "")))
     chosen = {}
     for key, candidates in sorted(found.items()):
-        graded = [c for c in candidates if not c.row["status"].startswith(GRADER_ERROR)] or candidates
+        graded = [c for c in candidates if not c.row["status"].startswith(GRADER_ERROR)]
+        if not graded:  # every copy failed on the grader's side (scores and reasons may differ):
+            chosen[key] = candidates[0]  # none is a grade to compare; a rerun grades it
+            continue
         first = graded[0]
         differ = [c for c in graded[1:] if any(c.row[name] != first.row[name] for name in _SAME)
                   or (c.digest and first.digest and c.digest != first.digest)]
+        # a grader error gives way to a grade of the same submission only, never to an older one
+        differ += [c for c in candidates if c not in graded and c.digest and first.digest and c.digest != first.digest]
         if differ:
             result.conflicts.append(f"{key[0]} {key[1]}: " + "; ".join(
                 f"{_grade(c.row)} in {c.folder}" + (" (another submission or solution)"

@@ -27,7 +27,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from labkit.course._gradebook import CSV_NAME, GRADER_ERROR, read_details, read_gradebook
+from labkit.course._gradebook import (CSV_NAME, GRADER_ERROR, NOT_CHECKABLE_TEXT, SUBMISSION_STATUS, read_details,
+                                      read_gradebook)
 from labkit.errors import BadArgument
 
 TOP_FAILURES = 25
@@ -54,13 +55,18 @@ def exercise_of(grade_id: str) -> str:
 
 
 def problem_kind(status: str) -> str | None:
-    """None for a normal status, else "broken", "grader" or "hostile or stuck"."""
+    """None for a normal status, else "broken", "grader", "not checkable (scored 0)" (``--not-checkable
+    zero``) or "hostile or stuck"."""
     if status in _NORMAL:
         return None
     if status.startswith("invalid notebook"):
         return "broken"
-    if status.startswith(GRADER_ERROR):
-        return "grader"
+    if status.startswith((GRADER_ERROR, NOT_CHECKABLE_TEXT)):
+        # "grader error: not checkable here: ...; the submission: timeout in cell 9": what the
+        # submission itself did comes first (a hostile one must not hide behind the machine)
+        _, found, own = status.partition(SUBMISSION_STATUS)
+        return (problem_kind(own) if found else None) or \
+            ("grader" if status.startswith(GRADER_ERROR) else "not checkable (scored 0)")
     return "hostile or stuck"
 
 
@@ -86,8 +92,8 @@ def build(folder: str | os.PathLike[str]) -> dict[str, Any]:
         kind = problem_kind(row["status"])
         if kind:
             problems.append({"student": student, "notebook": notebook, "kind": kind, "status": row["status"]})
-        if kind == "grader":
-            continue  # not the student's score
+        if row["status"].startswith(GRADER_ERROR):
+            continue  # not the student's score (whatever the submission did besides)
         scores[notebook].append(_float(row["score"]))
         if row["max_score"]:
             max_scores[notebook] = _float(row["max_score"])
@@ -99,6 +105,8 @@ def build(folder: str | os.PathLike[str]) -> dict[str, Any]:
             times.append((float(data["seconds"]), student, notebook))
         passed_by_exercise: dict[str, bool] = {}
         for test in data.get("tests", []):
+            if str(test.get("message", "")).startswith(NOT_CHECKABLE_TEXT):
+                continue  # not judged either way: counts neither as passed nor as failed
             grade_id, passed = str(test.get("grade_id", "")), bool(test.get("passed"))
             tests[(notebook, grade_id)]["passed" if passed else "failed"] += 1
             exercise = exercise_of(grade_id)
