@@ -379,9 +379,13 @@ def test_a_check_that_cannot_run_here_awards_nothing_and_is_graded_again_where_i
     norm = next(cell for cell in nb["cells"] if cell["metadata"].get("nbgrader", {}).get("grade_id") == "norm_tests")
     norm["source"] = STANDIN_CHECK + "".join(norm["source"])
     (solutions / SOLUTION.name).write_text(json.dumps(nb))
-    path = write_class(tmp_path, {"solution": CLASS["solution"]})[0]
+    path, unanswered = write_class(tmp_path, {"solution": CLASS["solution"],
+                                              "no-norm": with_answers({"add_answer": ADD, "mean_answer": MEAN})})
     monkeypatch.delenv("LABKIT_TEST_STANDIN_TOOL", raising=False)
-    first = grade([path], tmp_path / "graded", solutions_dir=solutions, limits=LIMITS)[0]
+    first, no_norm = grade([path, unanswered], tmp_path / "graded", solutions_dir=solutions, limits=LIMITS)
+    # an exercise left unanswered scores 0 on any machine: no reason to grade it again
+    assert (no_norm.score, no_norm.status) == (5, "ok")
+    assert no_norm.tests[-1].message == "not answered: the exercise's stub was run in its place"
     assert (first.score, first.grader_error) == (5, True)
     assert first.status == ("grader error: not checkable here: norm_tests "
                             "(the stand-in tool is not installed here; install it and grade again)")

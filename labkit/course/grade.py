@@ -29,6 +29,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -250,14 +251,21 @@ async def _grade_one(sub: Submission, lesson: Lesson | str, limits: GradeLimits,
         nb = notebook_to_run(lesson, answers)
         names = {cell.index: defined_names(cell.source, imports=False) for cell in lesson.answers.values()}
         outcome = await run_notebook(nb, limits, isolation, names)
-        tests = _score(lesson, outcome, limits)
+        unanswered = {_exercise(gid) for gid, answer in answers.items() if not answer.answered}
+        tests = _score(lesson, outcome, limits, unanswered)
         result = replace(base, score=sum(test.points for test in tests), status=_status(outcome.status, tests, not_checkable),
                          tests=tests, protections=isolation.describe(outcome.missing))
     result = replace(result, seconds=time.monotonic() - started)
     return result, feedback_notebook(result, lesson, answers, extra_cells(lesson, data))
 
 
-def _score(lesson: Lesson, outcome, limits: GradeLimits) -> tuple[TestResult, ...]:
+def _exercise(grade_id: str) -> str:
+    """``ex1_capped`` -> ``ex1``: the course names answers and tests ``<exercise>_<what>``."""
+    return grade_id.split("_", 1)[0]
+
+
+def _score(lesson: Lesson, outcome, limits: GradeLimits,
+           unanswered: AbstractSet[str] = frozenset()) -> tuple[TestResult, ...]:
     from labkit.course.feedback import clean_message
 
     tests = []
@@ -272,6 +280,8 @@ def _score(lesson: Lesson, outcome, limits: GradeLimits) -> tuple[TestResult, ..
             cut = "notebook over" in outcome.status and test.index == max(outcome.cells)
             message = "timed out: the notebook ran out of time" if cut else \
                 f"timed out after {limits.cell_timeout_s:g} s (interrupted)"
+        elif cell.ename == NOT_CHECKABLE and _exercise(grade_id) in unanswered:
+            message = "not answered: the exercise's stub was run in its place"  # 0 on any machine
         elif cell.ename == NOT_CHECKABLE:
             said = cell.evalue or ""
             message = clean_message(said if said.startswith(NOT_CHECKABLE_TEXT) else f"{NOT_CHECKABLE_TEXT}: {said}")
