@@ -104,7 +104,8 @@ def assert_near(measured: float, target: float, what: str, free: float | None = 
         if free < target + TOLERANCE:
             pytest.skip(f"the machine is too loaded to check {what}: a free busy loop got {free:.0f}% of a CPU "
                         f"(load average {os.getloadavg()[0]:.1f}); {what} measured {measured:.0f}%")
-    assert abs(measured - target) <= TOLERANCE, f"{what}: {measured:.1f}% for {target}% (a free loop got {free}%)"
+    beside = "" if free is None else f" (a free loop got {free:.0f}%)"
+    assert abs(measured - target) <= TOLERANCE, f"{what}: {measured:.1f}% for {target}%{beside}"
 
 
 @pytest.fixture(scope="module")
