@@ -8,6 +8,7 @@ and 10; answers in cells 3, 6 and 9), graded once with two kernels at a time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import html
 import json
@@ -494,6 +495,35 @@ def test_a_grader_killed_while_the_learner_is_frozen_leaves_no_process(tmp_path)
         grader.kill()
         grader.wait()
     _assert_no_grader_process_within(15, "a kernel frozen when its grader died must end with it")
+
+
+@pytest.mark.skipif(not ISOLATED, reason="no PID namespace here: no init inside the sandbox")
+def test_a_sandbox_killed_outright_takes_its_namespace_with_it(tmp_path):
+    # init (pid 1 of the namespace) drops to the sandbox user, which clears PR_SET_PDEATHSIG:
+    # it must set it again, or a SIGKILLed sandbox leaves init, the judge and the kernel running
+    paths = write_class(tmp_path, {"b-loop": CLASS["loop"]})
+    grader = _start_grader(paths, tmp_path / "graded", SOLUTIONS)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the kernel itself, not only the sandbox whose command line names it
+            tree = psutil.Process(grader.pid).children(recursive=True)
+            kernels = [p for p in tree if p.cmdline()[1:3] == ["-m", "ipykernel_launcher"]]
+            if kernels:
+                break
+            assert time.monotonic() < deadline and grader.poll() is None, "the kernel never started"
+            time.sleep(0.05)
+        outer = [p for p in psutil.Process(grader.pid).children() if "_sandbox.py" in " ".join(p.cmdline())]
+        assert len(outer) == 1, outer
+        outer[0].kill()
+        grader.kill()  # at once: the grader's own sweep must not be what ends them
+        gone, alive = psutil.wait_procs(tree, timeout=10)
+        assert not alive, f"init, the judge and the kernel must die with their sandbox: {alive}"
+    finally:
+        grader.kill()
+        grader.wait()
+        for proc in locals().get("tree", []):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def test_a_real_lesson_through_the_command_line_gets_full_partial_and_zero_marks(tmp_path, capsys):

@@ -31,7 +31,7 @@ from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from labkit._linux import proc as _proc, tree as _tree, wait as _wait
-from labkit.course import _cgroup
+from labkit.course import _cgroup, _ports
 from labkit.course._isolation import SANDBOX as _SANDBOX, Isolation
 from labkit.course._relay import JudgeLink, StandIns, cell_roles, freezes
 
@@ -126,6 +126,9 @@ async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits(), is
     km = AsyncKernelManager(kernel_spec_manager=_spec_manager(limits, groups, top, isolation, student_group,
                                                               theirs.fileno()))
     km.connection_file = str(top / "kernel.json")
+    ports = _ports.reserve(5)  # outside the ephemeral range: no outgoing connection takes one first
+    if ports:
+        km.shell_port, km.iopub_port, km.stdin_port, km.control_port, km.hb_port = ports
     outcome, kc, link = RunOutcome(), None, None
     how: tuple[str, Any] = ("ok", None)
     try:
@@ -163,6 +166,7 @@ async def run_notebook(nb: NotebookNode, limits: GradeLimits = GradeLimits(), is
         student_group.remove()
         groups.remove()
         shutil.rmtree(top, ignore_errors=True)
+        _ports.release(ports)
     outcome.missing = _missing(limits, groups, student_group, isolation, link)
     outcome.status = _status(how, kernel_end, notes, limits, nb)
     outcome.grader_error = how[0] == "start"

@@ -315,6 +315,9 @@ def _init(libc, options: dict[str, object], command: list[str]) -> None:
         if kernel == 0:
             _exec_kernel(libc, options, command, drop=True)
         _drop_privileges(options)
+        # the uid change cleared PR_SET_PDEATHSIG (prctl(2)): without it, an init whose sandbox
+        # died kept its namespace alive (seen: a kernel outlived a grader stopped by SIGTERM)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         _record_until_kernel_ends(kernel, record, end)
     except BaseException as err:  # noqa: BLE001 - pid 1 must never return into main()
         try:
