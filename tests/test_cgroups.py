@@ -330,3 +330,31 @@ def test_04_exercise_1_without_a_cpu_cgroup_says_so_and_awards_nothing(monkeypat
         assert str(raised.value) == f"not checkable here: this machine lets no one here make a cpu cgroup: {reason}"
         assert capsys.readouterr().out == ""
     assert scope["STARTED"] == []  # nothing was started for a check that cannot run
+
+
+def test_04_ex1_workers_fails_a_job_whose_threads_escape_even_when_a_busy_machine_starved_it():
+    """What the kernel holds (every thread's cgroup) decides, not the share alone: on a loaded
+    machine (--jobs 16 on 2 cores) v1's tasks-file answer used under 30% and passed this check."""
+    import json
+
+    notebook = Path(__file__).resolve().parent.parent / "solutions" / "04_limits.ipynb"
+    cells = {cell["metadata"].get("nbgrader", {}).get("grade_id"): "".join(cell["source"])
+             for cell in json.loads(notebook.read_text())["cells"]}
+    visible = cells["ex1_workers"].split("### BEGIN HIDDEN TESTS")[0]
+    group = Path("/sys/fs/cgroup/cpu/lesson/cap-100")
+
+    def proc(pid, outside=(), folder=group):
+        return {"pid": pid, "share": 6.0, "quota": 25.0, "folder": folder, "threads_outside": list(outside)}
+
+    def run(trainer, workers):
+        seen = {"trainer": trainer, "workers": workers, "total": 18.0}
+        scope = {"CGROUP_PARENT": {"cpu": group.parent}, "checks": None, "observe_cap": lambda answer: seen,
+                 "cap_cpu": None, "is_capped": lambda p: p["quota"] is not None and p["quota"] <= 25,
+                 "describe": lambda p: f"pid {p['pid']}"}
+        exec(visible, scope)
+
+    run(proc(100), [proc(101), proc(102)])  # all held in one group: passes
+    with pytest.raises(AssertionError, match=r"threads \{100: \[103, 104\]\} .* outside the group"):
+        run(proc(100, outside=[103, 104]), [proc(101), proc(102)])  # the tasks file moved one thread
+    with pytest.raises(AssertionError, match="different groups"):
+        run(proc(100), [proc(101, folder=group.parent / "cap-101"), proc(102)])
