@@ -40,11 +40,15 @@ def test_a_port_someone_listens_on_is_never_handed_out(monkeypatch):
     assert ports and busy not in ports
 
 
-def test_the_range_is_read_from_proc_and_defaults_where_it_cannot_be(tmp_path):
-    sysctl = tmp_path / "ip_local_port_range"
-    sysctl.write_text("40000\t50000\n")
-    assert _ports.ephemeral_range(str(sysctl)) == (40000, 50000)
-    assert _ports.ephemeral_range(str(tmp_path / "missing")) == (32768, 60999)
+def test_the_range_is_read_from_proc_and_defaults_where_it_cannot_be(tmp_path, monkeypatch):
+    from labkit._linux import proc
+
+    (tmp_path / "sys" / "net" / "ipv4").mkdir(parents=True)
+    (tmp_path / "sys" / "net" / "ipv4" / "ip_local_port_range").write_text("40000\t50000\n")
+    monkeypatch.setattr(proc, "PROC", str(tmp_path))
+    assert _ports.ephemeral_range() == (40000, 50000)
+    monkeypatch.setattr(proc, "PROC", str(tmp_path / "missing"))
+    assert _ports.ephemeral_range() == (32768, 60999)
 
 
 def test_no_room_below_the_range_leaves_the_choice_to_jupyter_client(monkeypatch):

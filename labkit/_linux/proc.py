@@ -172,6 +172,15 @@ def nr_open() -> int:
         return int(handle.read())
 
 
+def ip_local_port_range() -> tuple[int, int]:
+    """(first, last) source port Linux gives outgoing TCP/UDP connections
+    (/proc/sys/net/ipv4/ip_local_port_range; ip-sysctl.rst, 32768 60999 by default).
+    Raises OSError (or ValueError for text that is not two numbers)."""
+    with open(f"{PROC}/sys/net/ipv4/ip_local_port_range") as handle:
+        first, last = (int(word) for word in handle.read().split()[:2])
+    return first, last
+
+
 def boot_id() -> str:
     """This boot's id (/proc/sys/kernel/random/boot_id), with its dashes. Raises OSError."""
     with open(f"{PROC}/sys/kernel/random/boot_id") as handle:

@@ -16,18 +16,17 @@ import random
 import socket
 import threading
 
-PROC_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"  #: ip-sysctl.rst: "ip_local_port_range"
 LOWEST = 10000  #: below: well-known and registered services' ports
 _taken: set[int] = set()
 _lock = threading.Lock()
 
 
-def ephemeral_range(path: str = PROC_RANGE) -> tuple[int, int]:
+def ephemeral_range() -> tuple[int, int]:
     """(first, last) source port Linux gives outgoing connections; (32768, 60999) when unknown."""
+    from labkit._linux import proc
+
     try:
-        with open(path) as f:
-            first, last = (int(word) for word in f.read().split()[:2])
-        return first, last
+        return proc.ip_local_port_range()
     except (OSError, ValueError):
         return 32768, 60999
 
