@@ -100,11 +100,12 @@ def _summary(result: GradeResult, extra_cells: int) -> str:
                   f"{'passed' if test.passed else 'failed' if test.checked else 'not checked'} |"
                   for test in result.tests]
         lines.append("")
-    if any(not test.checked for test in result.tests) and result.grader_error:
+    unchecked = any(not test.checked for test in result.tests)
+    if unchecked and result.grader_error:
         lines += ["**This score is provisional:** some checks could not run on the grading machine "
                   "(it lacks what they need), so they score nothing for now. Your instructor grades "
                   "this notebook again where they can run.", ""]
-    elif any(not test.checked for test in result.tests):
+    elif unchecked:
         lines += ["Some checks could not run on the grading machine (it lacks what they need) and "
                   "score 0, by your instructor's choice: what they check was not judged either way.", ""]
     if extra_cells:

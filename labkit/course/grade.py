@@ -43,6 +43,7 @@ from labkit.course._relay import defined_names
 from labkit.course._run import GradeLimits, run_notebook
 from labkit.course.build import find_repo_root
 from labkit.course.capacity import default_plan
+from labkit.course.report import exercise_of
 from labkit.course.shard import find_submissions, parse_shard, select
 from labkit.course.shard import write_record as write_shard_record
 from labkit.errors import BadArgument, LabkitError, NotCheckable
@@ -251,17 +252,12 @@ async def _grade_one(sub: Submission, lesson: Lesson | str, limits: GradeLimits,
         nb = notebook_to_run(lesson, answers)
         names = {cell.index: defined_names(cell.source, imports=False) for cell in lesson.answers.values()}
         outcome = await run_notebook(nb, limits, isolation, names)
-        unanswered = {_exercise(gid) for gid, answer in answers.items() if not answer.answered}
+        unanswered = {exercise_of(gid) for gid, answer in answers.items() if not answer.answered}
         tests = _score(lesson, outcome, limits, unanswered)
         result = replace(base, score=sum(test.points for test in tests), status=_status(outcome.status, tests, not_checkable),
                          tests=tests, protections=isolation.describe(outcome.missing))
     result = replace(result, seconds=time.monotonic() - started)
     return result, feedback_notebook(result, lesson, answers, extra_cells(lesson, data))
-
-
-def _exercise(grade_id: str) -> str:
-    """``ex1_capped`` -> ``ex1``: the course names answers and tests ``<exercise>_<what>``."""
-    return grade_id.split("_", 1)[0]
 
 
 def _score(lesson: Lesson, outcome, limits: GradeLimits,
@@ -280,7 +276,7 @@ def _score(lesson: Lesson, outcome, limits: GradeLimits,
             cut = "notebook over" in outcome.status and test.index == max(outcome.cells)
             message = "timed out: the notebook ran out of time" if cut else \
                 f"timed out after {limits.cell_timeout_s:g} s (interrupted)"
-        elif cell.ename == NOT_CHECKABLE and _exercise(grade_id) in unanswered:
+        elif cell.ename == NOT_CHECKABLE and exercise_of(grade_id) in unanswered:
             message = "not answered: the exercise's stub was run in its place"  # 0 on any machine
         elif cell.ename == NOT_CHECKABLE:
             said = cell.evalue or ""
